@@ -1,0 +1,192 @@
+"""Configuration dataclasses, validated on construction.
+
+Every invalid value raises ``ValueError`` naming the dataclass and the field. Instances are frozen;
+derive variants with ``dataclasses.replace``. Units: lengths in object pixels, doses in photons
+(expected total counts per N x N diffraction pattern).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+
+def _fail(owner: object, field: str, message: str) -> None:
+    raise ValueError(f"{type(owner).__name__}.{field}: {message}")
+
+
+def _require_int(owner: object, field: str, minimum: int) -> int:
+    value = getattr(owner, field)
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(owner, field, f"must be an int, got {value!r}")
+    if value < minimum:
+        _fail(owner, field, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _require_float(owner: object, field: str, minimum: float = 0.0, strict: bool = True) -> float:
+    value = getattr(owner, field)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(owner, field, f"must be a finite number, got {value!r}")
+    if (value <= minimum) if strict else (value < minimum):
+        _fail(owner, field, f"must be {'>' if strict else '>='} {minimum}, got {value}")
+    return float(value)
+
+
+def _require_choice(owner: object, field: str, choices: tuple[str, ...]) -> str:
+    value = getattr(owner, field)
+    if value not in choices:
+        _fail(owner, field, f"must be one of {choices}, got {value!r}")
+    return value
+
+
+def _validate_patch_size(owner: object) -> None:
+    n = _require_int(owner, "N", 4)
+    if n % 4:
+        _fail(owner, "N", f"must be a multiple of 4, got {n}")
+    _require_int(owner, "gridsize", 1)
+
+
+def default_padded_size(N: int, gridsize: int, offset: int, max_position_jitter: int) -> int:
+    """P = N + (gridsize - 1) * offset + max_position_jitter (SPEC §2.2)."""
+    return N + (gridsize - 1) * offset + max_position_jitter
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and forward-model settings of one model.
+
+    ``padded_size`` (P) is the per-group canvas side; ``None`` means the default of SPEC §2.2.
+    ``object_amplitude_max`` bounds the predicted amplitude: ``object_amplitude_max * sigmoid(.)``.
+    """
+
+    N: int = 64
+    gridsize: int = 1
+    n_filters_scale: int = 2
+    offset: int = 4
+    max_position_jitter: int = 10
+    padded_size: Optional[int] = None
+    object_amplitude_max: float = 2.0
+    probe_scale: float = 4.0
+    default_probe_scale: float = 0.7
+    probe_trainable: bool = False
+    intensity_scale_trainable: bool = False
+
+    def __post_init__(self) -> None:
+        _validate_patch_size(self)
+        _require_int(self, "n_filters_scale", 1)
+        _require_int(self, "offset", 0)
+        _require_int(self, "max_position_jitter", 0)
+        _require_float(self, "object_amplitude_max")
+        _require_float(self, "probe_scale")
+        _require_float(self, "default_probe_scale")
+        if self.padded_size is not None:
+            _require_int(self, "padded_size", 1)
+        extra = self.P - self.N
+        if extra < 0 or extra % 2:
+            _fail(self, "padded_size", f"P - N must be even and >= 0, got P={self.P}, N={self.N}")
+
+    @property
+    def C(self) -> int:
+        """Channels per group, gridsize**2."""
+        return self.gridsize**2
+
+    @property
+    def P(self) -> int:
+        """Resolved per-group canvas side."""
+        if self.padded_size is not None:
+            return self.padded_size
+        return default_padded_size(self.N, self.gridsize, self.offset, self.max_position_jitter)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimiser, loss and callback settings (SPEC §5). ``loss`` is 'nll' (Poisson) or 'mae'."""
+
+    nepochs: int = 50
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    loss: str = "nll"
+    validation_split: float = 0.05
+    lr_factor: float = 0.5
+    lr_patience: int = 2
+    min_lr: float = 1e-4
+    early_stopping_patience: int = 3
+    jit_compile: bool = True
+    verbose: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require_int(self, "nepochs", 1)
+        _require_int(self, "batch_size", 1)
+        _require_float(self, "learning_rate")
+        _require_choice(self, "loss", ("nll", "mae"))
+        _require_float(self, "validation_split", 0.0, strict=False)
+        if self.validation_split >= 1.0:
+            _fail(self, "validation_split", f"must be < 1, got {self.validation_split}")
+        _require_float(self, "lr_factor")
+        if self.lr_factor >= 1.0:
+            _fail(self, "lr_factor", f"must be < 1, got {self.lr_factor}")
+        _require_int(self, "lr_patience", 0)
+        _require_float(self, "min_lr", 0.0, strict=False)
+        _require_int(self, "early_stopping_patience", 0)
+        _require_int(self, "verbose", 0)
+        _require_int(self, "seed", 0)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """A synthetic data set (SPEC §3).
+
+    ``n_positions`` scan positions on an ``object_size``² object; ``n_groups`` groups of C = gridsize²
+    neighbours (default: one per position). ``seed`` drives the object, positions and grouping;
+    ``noise_seed`` (default: derived from ``seed``) drives only the Poisson noise, so data sets at
+    different doses can share everything but their noise.
+    """
+
+    N: int = 64
+    gridsize: int = 1
+    object_size: int = 128
+    object_kind: str = "lines"
+    nlines: int = 100
+    n_positions: int = 512
+    n_groups: Optional[int] = None
+    scan: str = "random"
+    grid_step: float = 4.0
+    buffer: float = 15.0
+    K: int = 7
+    nphotons: float = 1e9
+    probe_scale: float = 4.0
+    default_probe_scale: float = 0.7
+    seed: int = 0
+    noise_seed: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _validate_patch_size(self)
+        _require_int(self, "object_size", 1)
+        _require_choice(self, "object_kind", ("lines", "grf"))
+        _require_int(self, "nlines", 1)
+        _require_int(self, "n_positions", 1)
+        if self.n_groups is not None:
+            _require_int(self, "n_groups", 1)
+        _require_choice(self, "scan", ("random", "grid"))
+        _require_float(self, "grid_step")
+        _require_float(self, "buffer", 0.0, strict=False)
+        if 2 * self.buffer >= self.object_size:
+            _fail(self, "buffer", f"must be < object_size / 2 = {self.object_size / 2}, got {self.buffer}")
+        _require_int(self, "K", 1)
+        if self.gridsize > 1 and self.K < self.C:
+            _fail(self, "K", f"must be >= gridsize**2 = {self.C}, got {self.K}")
+        if self.gridsize > 1 and self.n_positions < self.C:
+            _fail(self, "n_positions", f"must be >= gridsize**2 = {self.C}, got {self.n_positions}")
+        _require_float(self, "nphotons")
+        _require_float(self, "probe_scale")
+        _require_float(self, "default_probe_scale")
+        _require_int(self, "seed", 0)
+        if self.noise_seed is not None:
+            _require_int(self, "noise_seed", 0)
+
+    @property
+    def C(self) -> int:
+        """Channels per group, gridsize**2."""
+        return self.gridsize**2

@@ -1,0 +1,60 @@
+"""Every test id that docs/findings.md names must exist; pending entries are counted and reported."""
+import ast
+import pathlib
+import re
+import warnings
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LEDGER = ROOT / "docs" / "findings.md"
+ENTRY = re.compile(r"^- \*\*([A-Z0-9-]+)\*\* — .*pinned by (pending )?(.+)$")
+NODE_ID = re.compile(r"`([^`]+::[^`]+)`")
+
+
+def ledger_entries():
+    """Yield (entry id, pending?, [node ids]) for every ledger line."""
+    for line in LEDGER.read_text(encoding="utf-8").splitlines():
+        match = ENTRY.match(line)
+        if match:
+            yield match.group(1), bool(match.group(2)), NODE_ID.findall(match.group(3))
+
+
+def test_names(path: pathlib.Path) -> set[str]:
+    """Names of module-level test functions and ``Class::method`` pairs defined in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.ClassDef):
+            names.update(f"{node.name}::{item.name}" for item in node.body
+                         if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    return names
+
+
+test_names.__test__ = False  # a helper, not a test
+
+
+def test_ledger_has_entries_with_unique_ids():
+    ids = [entry_id for entry_id, _, _ in ledger_entries()]
+    assert len(ids) >= 10, f"expected the seeded entries of SPEC §9, found {ids}"
+    assert len(ids) == len(set(ids)), f"duplicate ledger ids: {ids}"
+    for required in ("MODULE-SINGLETON-001", "TF-NON-XLA-SHAPE-001", "FIX-GRIDSIZE-TRANSLATE-BATCH-001"):
+        assert required in ids
+
+
+def test_every_named_test_exists():
+    missing, pending = [], []
+    for entry_id, is_pending, node_ids in ledger_entries():
+        assert node_ids, f"{entry_id}: names no test id"
+        if is_pending:
+            pending.append(entry_id)
+            continue
+        for node_id in node_ids:
+            file_part, _, name = node_id.partition("::")
+            path = ROOT / file_part
+            if not path.is_file() or name not in test_names(path):
+                missing.append(f"{entry_id}: {node_id}")
+    if pending:
+        warnings.warn(f"{len(pending)} findings-ledger entries are pending a test: {pending}")
+    print(f"findings ledger: {len(pending)} pending")
+    assert not missing, "ledger names tests that do not exist:\n" + "\n".join(missing)
