@@ -1,0 +1,369 @@
+"""The ``PtychoDataset`` container and its NPZ file format (SPEC §3).
+
+NPZ keys (interoperable with PtychoPINN data files):
+
+==============  ==================  =====================================================
+key             shape / dtype        meaning
+==============  ==================  =====================================================
+diffraction     (M, N, N) float32    amplitudes X = sqrt(counts)/s (legacy name ``diff3d``)
+xcoords         (M,) float           scan x (column), object pixels
+ycoords         (M,) float           scan y (row), object pixels
+probeGuess      (N, N) complex       probe
+objectGuess     (H, W) complex       object (optional)
+scan_index      (M,) int             (optional)
+group_indices   (B, C) int64         groups of C = gridsize² positions (optional, written by save_npz)
+nphotons        () float64           dose per pattern (optional, written by save_npz)
+==============  ==================  =====================================================
+
+Loading never unpickles (``allow_pickle=False``) and validates every key; any problem raises
+``ValueError`` naming the file and the key. Saving is atomic (temporary file + ``os.replace``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+
+def _fail(field: str, message: str) -> None:
+    raise ValueError(f"PtychoDataset.{field}: {message}")
+
+
+def _real_array(field: str, value, ndim: int) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        _fail(field, f"must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        _fail(field, f"must have {ndim} dimensions, got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        _fail(field, "contains non-finite values")
+    return arr
+
+
+def _complex_array(field: str, value, ndim: int) -> np.ndarray:
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biufc":
+        _fail(field, f"must be a numeric array, got dtype {arr.dtype}")
+    if arr.ndim == ndim + 1 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != ndim:
+        _fail(field, f"must have {ndim} dimensions, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        _fail(field, "contains non-finite values")
+    return arr.astype(np.complex64, copy=False)
+
+
+@dataclass(frozen=True, eq=False)
+class PtychoDataset:
+    """Raw per-position data plus the grouping (SPEC §2, §3).
+
+    Fields
+    ------
+    diffraction : (M, N, N) float32, amplitudes X = sqrt(counts)/s (√photons / s), finite and >= 0.
+    xcoords, ycoords : (M,) float64, true scan positions in object pixels (x = column, y = row).
+    probe : (N, N) complex64.
+    group_indices : (B, C) int64 indices into the M positions, C = gridsize²; None -> one group per
+        position.
+    obj : (H, W) complex64 ground-truth object or None; positions must lie in [0, W-1] x [0, H-1].
+    nphotons : expected counts per pattern, or None.
+    scan_index : (M,) int64 or None.
+
+    Grouped views (``X``, ``positions``, ``coords_offsets``, ``coords_relative``, ``Y``) are computed on
+    each access from these fields; the dataset is immutable (``dataclasses.replace`` for variants).
+    """
+
+    diffraction: np.ndarray
+    xcoords: np.ndarray
+    ycoords: np.ndarray
+    probe: np.ndarray
+    group_indices: Optional[np.ndarray] = None
+    obj: Optional[np.ndarray] = None
+    nphotons: Optional[float] = None
+    scan_index: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        diff = _real_array("diffraction", self.diffraction, 3)
+        M, N = diff.shape[0], diff.shape[1]
+        if M < 1 or diff.shape[2] != N:
+            _fail("diffraction", f"must be (M, N, N) with M >= 1, got shape {diff.shape}")
+        if np.any(diff < 0):
+            _fail("diffraction", "amplitudes must be >= 0")
+        set_("diffraction", diff.astype(np.float32, copy=False))
+        for name in ("xcoords", "ycoords"):
+            coords = _real_array(name, getattr(self, name), 1)
+            if coords.shape != (M,):
+                _fail(name, f"must have shape (M,) = ({M},) to match diffraction, got {coords.shape}")
+            set_(name, coords.astype(np.float64, copy=False))
+        probe = _complex_array("probe", self.probe, 2)
+        if probe.shape != (N, N):
+            _fail("probe", f"must have shape (N, N) = ({N}, {N}) to match diffraction, got {probe.shape}")
+        set_("probe", probe)
+        set_("group_indices", self._checked_groups(M))
+        if self.obj is not None:
+            set_("obj", _complex_array("obj", self.obj, 2))
+            self._check_inside_object()
+        if self.nphotons is not None:
+            if isinstance(self.nphotons, bool) or not isinstance(self.nphotons, (int, float, np.number)) \
+                    or not math.isfinite(self.nphotons) or self.nphotons <= 0:
+                _fail("nphotons", f"must be None or a finite number > 0, got {self.nphotons!r}")
+            set_("nphotons", float(self.nphotons))
+        if self.scan_index is not None:
+            idx = _real_array("scan_index", self.scan_index, 1)
+            if idx.shape != (M,) or idx.dtype.kind not in "iu":
+                _fail("scan_index", f"must be (M,) = ({M},) integers, got {idx.shape} {idx.dtype}")
+            set_("scan_index", idx.astype(np.int64, copy=False))
+
+    def _checked_groups(self, M: int) -> np.ndarray:
+        if self.group_indices is None:
+            return np.arange(M, dtype=np.int64)[:, None]
+        groups = np.asarray(self.group_indices)
+        if groups.ndim != 2 or groups.shape[0] < 1 or groups.dtype.kind not in "iu":
+            _fail("group_indices", f"must be a (B, C) integer array with B >= 1, got {groups.shape} {groups.dtype}")
+        if math.isqrt(groups.shape[1]) ** 2 != groups.shape[1]:
+            _fail("group_indices", f"C = {groups.shape[1]} is not a perfect square (gridsize**2)")
+        if groups.min() < 0 or groups.max() >= M:
+            _fail("group_indices", f"indices must lie in [0, {M}), got [{groups.min()}, {groups.max()}]")
+        return groups.astype(np.int64, copy=False)
+
+    def _check_inside_object(self) -> None:
+        H, W = self.obj.shape
+        for name, limit in (("xcoords", W - 1), ("ycoords", H - 1)):
+            coords = getattr(self, name)
+            if coords.min() < 0 or coords.max() > limit:
+                _fail(name, f"positions must lie inside the object [0, {limit}], "
+                            f"got [{coords.min():.3f}, {coords.max():.3f}]")
+
+    # ----- sizes -------------------------------------------------------------------------------
+    @property
+    def N(self) -> int:
+        """Pattern side in pixels."""
+        return int(self.diffraction.shape[-1])
+
+    @property
+    def C(self) -> int:
+        """Positions per group, gridsize²."""
+        return int(self.group_indices.shape[1])
+
+    @property
+    def gridsize(self) -> int:
+        return math.isqrt(self.C)
+
+    @property
+    def n_groups(self) -> int:
+        """B, the number of groups."""
+        return int(self.group_indices.shape[0])
+
+    @property
+    def n_positions(self) -> int:
+        """M, the number of scan positions."""
+        return int(self.diffraction.shape[0])
+
+    # ----- grouped views -----------------------------------------------------------------------
+    @property
+    def X(self) -> np.ndarray:
+        """(B, N, N, C) float32 grouped amplitudes (channel c = position ``group_indices[b, c]``)."""
+        return np.ascontiguousarray(self.diffraction[self.group_indices].transpose(0, 2, 3, 1))
+
+    def _positions64(self) -> np.ndarray:
+        """(B, 1, 2, C) float64 [x, y] of each group member."""
+        xy = np.stack([self.xcoords[self.group_indices], self.ycoords[self.group_indices]], axis=1)
+        return xy[:, None, :, :]
+
+    @property
+    def positions(self) -> np.ndarray:
+        """(B, 1, 2, C) float32 true positions [x, y] of each group member, object pixels."""
+        return self._positions64().astype(np.float32)
+
+    @property
+    def coords_offsets(self) -> np.ndarray:
+        """(B, 1, 2, 1) float32 group centroid mean_c(pos)."""
+        return self._positions64().mean(axis=3, keepdims=True).astype(np.float32)
+
+    @property
+    def coords_relative(self) -> np.ndarray:
+        """(B, 1, 2, C) float32 ``-(pos - centroid)`` (computed in float64; sums to 0 over c)."""
+        pos = self._positions64()
+        return (-(pos - pos.mean(axis=3, keepdims=True))).astype(np.float32)
+
+    @property
+    def Y(self) -> Optional[np.ndarray]:
+        """(B, N, N, C) complex64 ground-truth object patches cut at the true positions, or None."""
+        if self.obj is None:
+            return None
+        from ptycho.physics import object_patches
+
+        idx = self.group_indices.ravel()
+        patches = object_patches(self.obj, self.xcoords[idx], self.ycoords[idx], self.N)
+        return np.ascontiguousarray(patches.reshape(self.n_groups, self.C, self.N, self.N).transpose(0, 2, 3, 1))
+
+    @property
+    def intensity_scale(self) -> float:
+        """s = sqrt(nphotons / mean_m Σ X_m²) from the stored amplitudes (ValueError if nphotons is None)."""
+        if self.nphotons is None:
+            raise ValueError("PtychoDataset.nphotons: is None, so the intensity scale is unknown")
+        power = float(np.mean(np.sum(np.square(self.diffraction, dtype=np.float64), axis=(1, 2))))
+        if power <= 0:
+            raise ValueError("PtychoDataset.diffraction: all zero, the intensity scale is undefined")
+        return math.sqrt(self.nphotons / power)
+
+    def subset(self, group_idx) -> "PtychoDataset":
+        """A dataset with the same positions and only the groups ``group_indices[group_idx]``.
+
+        ``group_idx``: int, slice, 1-D integer array or boolean mask over the B groups.
+        """
+        if isinstance(group_idx, (int, np.integer)) and not isinstance(group_idx, bool):
+            group_idx = [group_idx]
+        try:
+            groups = self.group_indices[group_idx]
+        except (IndexError, TypeError) as exc:
+            raise ValueError(f"group_idx: cannot select groups of {self.n_groups}: {exc}") from None
+        if groups.ndim != 2 or groups.shape[0] == 0:
+            raise ValueError(f"group_idx: must select at least one group, got shape {groups.shape}")
+        return dataclasses.replace(self, group_indices=groups)
+
+
+# ----- NPZ ---------------------------------------------------------------------------------------
+_REQUIRED_KEYS = ("xcoords", "ycoords", "probeGuess")
+
+
+def _bad(path, key: str, message: str) -> None:
+    raise ValueError(f"{os.fspath(path)}: key {key!r}: {message}")
+
+
+def _read_key(npz, path, key: str) -> np.ndarray:
+    try:
+        arr = npz[key]
+    except ValueError as exc:  # object arrays: refused by allow_pickle=False, nothing is unpickled
+        raise ValueError(f"{os.fspath(path)}: key {key!r}: cannot be loaded without pickle ({exc})") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ValueError(f"{os.fspath(path)}: key {key!r}: unreadable ({exc})") from None
+    if arr.dtype.hasobject:
+        _bad(path, key, "object arrays are not allowed")
+    return arr
+
+
+def _numeric(path, key: str, arr: np.ndarray, kinds: str, ndim: int, shape=None) -> np.ndarray:
+    if arr.dtype.kind not in kinds:
+        _bad(path, key, f"unsupported dtype {arr.dtype}")
+    if arr.ndim != ndim or (shape is not None and arr.shape != shape):
+        want = shape if shape is not None else f"{ndim} dimensions"
+        _bad(path, key, f"expected shape {want}, got {arr.shape}")
+    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+        _bad(path, key, "contains NaN or infinite values")
+    return arr
+
+
+def _read_arrays(npz, path) -> dict:
+    """Validate the NPZ content and return the PtychoDataset fields (without grouping)."""
+    files = set(npz.files)
+    diff_key = "diffraction" if "diffraction" in files else "diff3d" if "diff3d" in files else None
+    if diff_key is None:
+        _bad(path, "diffraction", f"missing (neither 'diffraction' nor legacy 'diff3d'); keys: {sorted(files)}")
+    for key in _REQUIRED_KEYS:
+        if key not in files:
+            _bad(path, key, f"missing; keys: {sorted(files)}")
+    diff = _numeric(path, diff_key, _read_key(npz, path, diff_key), "biuf", 3)
+    M, N = diff.shape[0], diff.shape[1]
+    if M < 1 or diff.shape[2] != N:
+        _bad(path, diff_key, f"expected (M, N, N) with M >= 1, got {diff.shape}")
+    if np.any(diff < 0):
+        _bad(path, diff_key, "negative amplitudes")
+    out = {"diffraction": diff.astype(np.float32, copy=False)}
+    for key in ("xcoords", "ycoords"):
+        out[key] = _numeric(path, key, _read_key(npz, path, key), "biuf", 1, (M,)).astype(np.float64)
+    out["probe"] = _numeric(path, "probeGuess", _read_key(npz, path, "probeGuess"), "biufc", 2, (N, N))
+    out["obj"] = None
+    if "objectGuess" in files:
+        obj = out["obj"] = _numeric(path, "objectGuess", _read_key(npz, path, "objectGuess"), "biufc", 2)
+        for key, limit in (("xcoords", obj.shape[1] - 1), ("ycoords", obj.shape[0] - 1)):
+            if out[key].min() < 0 or out[key].max() > limit:
+                _bad(path, key, f"positions outside the object [0, {limit}]")
+    out["scan_index"] = None
+    if "scan_index" in files:
+        out["scan_index"] = _numeric(path, "scan_index", _read_key(npz, path, "scan_index"), "iu", 1, (M,))
+    out["nphotons"] = None
+    if "nphotons" in files:
+        value = _numeric(path, "nphotons", _read_key(npz, path, "nphotons"), "biuf", 0)
+        if float(value) <= 0:
+            _bad(path, "nphotons", f"must be > 0, got {float(value)}")
+        out["nphotons"] = float(value)
+    out["group_indices"] = None
+    if "group_indices" in files:
+        groups = _numeric(path, "group_indices", _read_key(npz, path, "group_indices"), "iu", 2)
+        C = groups.shape[1]
+        if groups.shape[0] < 1 or math.isqrt(C) ** 2 != C or groups.min() < 0 or groups.max() >= M:
+            _bad(path, "group_indices", f"expected (B, gridsize**2) indices in [0, {M}), got {groups.shape}")
+        out["group_indices"] = groups.astype(np.int64)
+    return out
+
+
+def load_npz(path, gridsize: int = 1, K: int = 7, n_groups: Optional[int] = None, seed: int = 0,
+             nphotons: Optional[float] = None) -> PtychoDataset:
+    """Load and validate a data set written in the NPZ format of SPEC §3.
+
+    Groups: the stored ``group_indices`` are used when their C equals gridsize² and ``n_groups`` is None
+    or equals their count; otherwise positions are regrouped with
+    ``simulate.group_positions(x, y, gridsize, K, n_groups, numpy.random.default_rng(seed))``.
+    ``nphotons`` (if given) overrides the stored value.
+
+    Raises ``ValueError`` naming the file and the key for any malformed content; nothing is unpickled.
+    """
+    if isinstance(gridsize, bool) or not isinstance(gridsize, (int, np.integer)) or gridsize < 1:
+        raise ValueError(f"gridsize: must be a positive int, got {gridsize!r}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{os.fspath(path)}: cannot be read as an NPZ archive without pickle ({exc})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{os.fspath(path)}: is a single .npy array, not an NPZ archive with keys")
+    with npz:
+        fields = _read_arrays(npz, path)
+    groups = fields.pop("group_indices")
+    if groups is None or groups.shape[1] != gridsize ** 2 or (n_groups is not None and n_groups != groups.shape[0]):
+        from ptycho.simulate import group_positions
+
+        groups = group_positions(fields["xcoords"], fields["ycoords"], gridsize, K, n_groups,
+                                 np.random.default_rng(seed))
+    if nphotons is not None:
+        fields["nphotons"] = nphotons
+    try:
+        return PtychoDataset(group_indices=groups, **fields)
+    except ValueError as exc:
+        raise ValueError(f"{os.fspath(path)}: {exc}") from None
+
+
+def save_npz(path, dataset: PtychoDataset) -> None:
+    """Write ``dataset`` to ``path`` (exactly that name) in the NPZ format of SPEC §3, atomically.
+
+    Writes a temporary file in the same directory and renames it over ``path``; on any error the
+    temporary file is removed and an existing ``path`` is left untouched.
+    """
+    if not isinstance(dataset, PtychoDataset):
+        raise ValueError(f"dataset: must be a PtychoDataset, got {type(dataset).__name__}")
+    arrays = {"diffraction": dataset.diffraction, "xcoords": dataset.xcoords, "ycoords": dataset.ycoords,
+              "probeGuess": dataset.probe, "group_indices": dataset.group_indices}
+    if dataset.obj is not None:
+        arrays["objectGuess"] = dataset.obj
+    if dataset.scan_index is not None:
+        arrays["scan_index"] = dataset.scan_index
+    if dataset.nphotons is not None:
+        arrays["nphotons"] = np.float64(dataset.nphotons)
+    target = os.path.abspath(os.fspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=os.path.dirname(target))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,148 @@
+"""Forward model: far field against numpy.fft, photon statistics, bilinear patch cutting."""
+import numpy as np
+import pytest
+from scipy.ndimage import map_coordinates
+
+from ptycho import physics
+from ptycho.objects import lines_object
+from ptycho.probe import get_default_probe, normalize_probe
+
+
+def _complex(rng, shape):
+    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+
+@pytest.mark.parametrize("N", [16, 15])
+def test_far_field_matches_numpy_fft_and_parseval(N):
+    field = _complex(np.random.default_rng(0), (3, N, N))
+    amp = physics.far_field_amplitude(field)
+    for m in range(3):  # independent: unnormalised fft, shift by hand, divide by N
+        ref = np.abs(np.roll(np.fft.fft2(field[m]), (N // 2, N // 2), axis=(0, 1))) / N
+        np.testing.assert_allclose(amp[m], ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.sum(amp ** 2, axis=(1, 2)), np.sum(np.abs(field) ** 2, axis=(1, 2)), rtol=1e-12)
+
+
+def test_far_field_zero_frequency_and_plane_wave_at_expected_pixels():
+    N = 16
+    amp = physics.far_field_amplitude(np.full((N, N), 2.0 + 0j))
+    assert amp[N // 2, N // 2] == pytest.approx(2.0 * N)
+    assert np.sum(amp > 1e-9) == 1
+    x = np.arange(N)
+    wave = np.exp(2j * np.pi * 3 * x / N)[None, :] * np.exp(-2j * np.pi * 2 * x / N)[:, None]  # kx=3, ky=-2
+    peak = np.unravel_index(np.argmax(physics.far_field_amplitude(wave)), (N, N))
+    assert peak == (N // 2 - 2, N // 2 + 3)
+
+
+def test_far_field_single_precision_in_single_precision_out():
+    field = _complex(np.random.default_rng(0), (2, 8, 8)).astype(np.complex64)
+    assert physics.far_field_amplitude(field).dtype == np.float32
+
+
+def test_illuminate_multiplies_and_checks_shapes():
+    rng = np.random.default_rng(0)
+    probe, patches = _complex(rng, (8, 8)), _complex(rng, (4, 8, 8))
+    np.testing.assert_array_equal(physics.illuminate(probe, patches), probe[None] * patches)
+    with pytest.raises(ValueError, match="patches"):
+        physics.illuminate(probe, patches[:, :7, :7])
+    with pytest.raises(ValueError, match="probe"):
+        physics.illuminate(patches, patches)
+
+
+def test_intensity_scale_closed_form():
+    amp = np.full((5, 8, 8), 0.5)
+    assert physics.intensity_scale(amp, 1e4) == pytest.approx(np.sqrt(1e4 / (64 * 0.25)))
+    with pytest.raises(ValueError, match="nphotons"):
+        physics.intensity_scale(amp, 0.0)
+    with pytest.raises(ValueError, match="amplitudes"):
+        physics.intensity_scale(np.zeros((5, 8, 8)), 1e4)
+
+
+def _noise_free_amplitudes(M=200, N=64):
+    rng = np.random.default_rng(11)
+    obj = lines_object(128, 100, rng)
+    probe = normalize_probe(get_default_probe(N, default_probe_scale=0.7), 4.0)
+    x, y = rng.uniform(15, 113, M), rng.uniform(15, 113, M)
+    return physics.far_field_amplitude(physics.illuminate(probe, physics.object_patches(obj, x, y, N)))
+
+
+@pytest.mark.parametrize("nphotons", [1e4, 1e9])
+def test_poisson_counts_match_nphotons(nphotons):
+    amp = _noise_free_amplitudes()
+    M = amp.shape[0]
+    s = physics.intensity_scale(amp, nphotons)
+    counts, X = physics.poisson_sample(amp, s, np.random.default_rng(2))
+    assert counts.dtype == np.int64 and counts.min() >= 0
+    np.testing.assert_array_equal(X, (np.sqrt(counts) / s).astype(np.float32))
+    assert X.dtype == np.float32
+    totals = counts.sum(axis=(1, 2))
+    expected = (s ** 2) * np.sum(amp.astype(np.float64) ** 2, axis=(1, 2))   # per-pattern Poisson mean
+    assert expected.mean() == pytest.approx(nphotons, rel=1e-9)
+    # mean of M independent Poisson totals: sd = sqrt(nphotons / M)
+    assert abs(totals.mean() - nphotons) < 4 * np.sqrt(nphotons / M)
+    assert np.all(np.abs(totals - expected) < 5 * np.sqrt(expected))
+    # (s X)^2 recovers the integer counts
+    np.testing.assert_allclose((s * X.astype(np.float64)) ** 2, counts, rtol=1e-6, atol=1e-6)
+
+
+def test_poisson_sample_is_seeded_and_validates():
+    amp = np.full((2, 8, 8), 0.3)
+    a = physics.poisson_sample(amp, 10.0, np.random.default_rng(1))[0]
+    b = physics.poisson_sample(amp, 10.0, np.random.default_rng(1))[0]
+    c = physics.poisson_sample(amp, 10.0, np.random.default_rng(2))[0]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="amplitudes"):
+        physics.poisson_sample(-amp, 10.0, np.random.default_rng(1))
+    with pytest.raises(ValueError, match="scale"):
+        physics.poisson_sample(amp, 0.0, np.random.default_rng(1))
+    with pytest.raises(ValueError, match="rng"):
+        physics.poisson_sample(amp, 1.0, None)
+
+
+def test_object_patches_match_map_coordinates_grid_constant():
+    rng = np.random.default_rng(0)
+    obj = _complex(rng, (23, 31)).astype(np.complex64)  # odd, non-square
+    x, y, N = rng.uniform(-6, 36, 40), rng.uniform(-6, 28, 40), 12
+    patches = physics.object_patches(obj, x, y, N)
+    r, c = np.mgrid[:N, :N]
+    for m in range(40):
+        coords = [y[m] + r - N // 2, x[m] + c - N // 2]
+        ref = (map_coordinates(obj.real, coords, order=1, mode="grid-constant", cval=0.0)
+               + 1j * map_coordinates(obj.imag, coords, order=1, mode="grid-constant", cval=0.0))
+        np.testing.assert_allclose(patches[m], ref, atol=2e-6)
+    assert patches.dtype == np.complex64
+
+
+def test_object_patches_integer_positions_are_exact_slices():
+    obj = np.arange(40 * 50).reshape(40, 50).astype(np.complex64)
+    patches = physics.object_patches(obj, np.array([20.0, 3.0]), np.array([15.0, 30.0]), 8)
+    np.testing.assert_array_equal(patches[0], obj[11:19, 16:24])
+    expected = np.zeros((8, 8), np.complex64)
+    expected[:, 1:] = obj[26:34, 0:7]  # zero fill where x < 0
+    np.testing.assert_array_equal(patches[1], expected)
+
+
+def test_object_patches_match_tf_projective_transform():
+    """Same operator as the model's translate (SPEC §2.1 oracle): out = in(x - dx, y - dy)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    obj = rng.standard_normal((30, 26)).astype(np.float32)
+    x, y, N = rng.uniform(-3, 28, 6), rng.uniform(-3, 32, 6), 16
+    patches = physics.object_patches(obj, x, y, N)
+    for m in range(6):
+        dx, dy = -(x[m] - N // 2), -(y[m] - N // 2)
+        ref = tf.raw_ops.ImageProjectiveTransformV3(
+            images=obj[None, :, :, None], transforms=np.array([[1, 0, -dx, 0, 1, -dy, 0, 0]], np.float32),
+            output_shape=np.array([N, N], np.int32), fill_value=0.0, interpolation="BILINEAR",
+            fill_mode="CONSTANT")
+        np.testing.assert_allclose(patches[m].real, ref.numpy()[0, :, :, 0], atol=1e-5)
+
+
+def test_object_patches_validates():
+    with pytest.raises(ValueError, match="obj"):
+        physics.object_patches(np.ones(5), [1.0], [1.0], 4)
+    with pytest.raises(ValueError, match="xcoords"):
+        physics.object_patches(np.ones((5, 5)), [1.0, 2.0], [1.0], 4)
+    with pytest.raises(ValueError, match="xcoords"):
+        physics.object_patches(np.ones((5, 5)), [np.nan], [1.0], 4)
