@@ -1,0 +1,237 @@
+"""tf_helper: path selection, non-XLA == XLA, the Translation layer, merge/extract/stitch (SPEC §2.1-2.2)."""
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings, strategies as st
+
+from ptycho import tf_helper as th
+from ptycho.projective_warp_xla import translate_xla
+
+
+# ---------------------------------------------------------------- translate_core == translate_xla
+
+@settings(max_examples=15)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(3, 17), st.integers(3, 17),
+       st.sampled_from([np.float32, np.float64, np.complex64, np.complex128]),
+       st.sampled_from(["bilinear", "nearest"]), st.integers(0, 2**31 - 1))
+def test_translate_core_equals_translate_xla(groups, per_group, H, W, dtype, interpolation, seed):
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((groups * per_group, H, W, 2))
+    if np.dtype(dtype).kind == "c":
+        images = images + 1j * rng.standard_normal(images.shape)
+    shifts = rng.uniform(-15, 15, (groups, 2)).astype(np.float32)
+    core = th.translate_core(images.astype(dtype), shifts, interpolation).numpy()
+    xla = translate_xla(images.astype(dtype), shifts, interpolation, use_jit=False).numpy()
+    assert core.dtype == xla.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(core, xla, atol=1e-5, rtol=0)
+
+
+def test_translate_core_gradients_match_xla_path():
+    rng = np.random.default_rng(1)
+    images = tf.constant(rng.standard_normal((2, 8, 9, 1)).astype(np.float32))
+    shifts = tf.constant([[0.3, -1.7], [2.2, 0.6]], tf.float32)
+    grads = []
+    for fn in (th.translate_core, lambda x, s: translate_xla(x, s, use_jit=False)):
+        with tf.GradientTape() as tape:
+            tape.watch([images, shifts])
+            loss = tf.reduce_sum(fn(images, shifts) ** 2)
+        grads.append([g.numpy() for g in tape.gradient(loss, [images, shifts])])
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+# ---------------------------------------------------------------- should_use_xla
+
+@pytest.mark.parametrize("env, cfg_value, expected", [
+    (None, True, True), (None, False, False), ("", False, False),
+    ("0", True, False), ("false", True, False), ("TRUE", False, True), ("1", False, True), (" yes ", False, True),
+])
+def test_should_use_xla_precedence(monkeypatch, legacy_cfg, env, cfg_value, expected):
+    monkeypatch.delenv(th.ENV_VAR, raising=False)
+    if env is not None:
+        monkeypatch.setenv(th.ENV_VAR, env)
+    legacy_cfg["use_xla_translate"] = cfg_value
+    assert th.should_use_xla() is expected
+
+
+def test_should_use_xla_is_read_at_call_time_and_rejects_garbage(monkeypatch, legacy_cfg):
+    monkeypatch.delenv(th.ENV_VAR, raising=False)
+    legacy_cfg["use_xla_translate"] = False
+    assert th.should_use_xla() is False
+    legacy_cfg["use_xla_translate"] = True
+    assert th.should_use_xla() is True
+    monkeypatch.setenv(th.ENV_VAR, "maybe")
+    with pytest.raises(ValueError, match="USE_XLA_TRANSLATE.*'maybe'"):
+        th.should_use_xla()
+    monkeypatch.delenv(th.ENV_VAR)
+    legacy_cfg["use_xla_translate"] = "sometimes"
+    with pytest.raises(ValueError, match="use_xla_translate"):
+        th.should_use_xla()
+
+
+# ---------------------------------------------------------------- Translation layer
+
+def run_layer_test(layer, inputs, tmp_path):
+    """Config round trip, symbolic call, eager call, and .keras save/load with equal outputs."""
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert revived.get_config() == layer.get_config()
+    sym = [keras.Input(shape=x.shape[1:], dtype=x.dtype.name, batch_size=None) for x in inputs]
+    out_sym = layer(sym)
+    assert tuple(out_sym.shape) == (None,) + tuple(inputs[0].shape[1:])
+    eager = layer(inputs).numpy()
+    model = keras.Model(sym, out_sym)
+    np.testing.assert_allclose(model(inputs).numpy(), eager, atol=1e-6)
+    path = os.path.join(tmp_path, "layer.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(loaded(inputs).numpy(), eager, atol=1e-6)
+    return eager
+
+
+@pytest.mark.parametrize("use_xla", [True, False])
+def test_translation_layer(tmp_path, use_xla):
+    rng = np.random.default_rng(2)
+    images = tf.constant((rng.standard_normal((4, 9, 9, 1)) + 1j).astype(np.complex64))
+    shifts = tf.constant(rng.uniform(-3, 3, (4, 2)).astype(np.float32))
+    layer = th.Translation(jitter_stddev=0.5, use_xla=use_xla, seed=7)
+    eager = run_layer_test(layer, [images, shifts], tmp_path)
+    assert eager.dtype == np.complex64
+    np.testing.assert_allclose(eager, translate_xla(images, shifts).numpy(), atol=1e-5)
+
+
+def test_translation_layer_jitter_only_in_training_and_seeded(legacy_cfg, monkeypatch):
+    monkeypatch.delenv(th.ENV_VAR, raising=False)
+    legacy_cfg["use_xla_translate"] = False
+    layer = th.Translation(jitter_stddev=1.0, seed=3)
+    assert layer.use_xla is False and layer.get_config()["use_xla"] is False
+    legacy_cfg["use_xla_translate"] = True  # construction-time decision sticks
+    images = tf.constant(np.random.default_rng(0).standard_normal((2, 8, 8, 1)).astype(np.float32))
+    shifts = tf.zeros((2, 2))
+    np.testing.assert_array_equal(layer([images, shifts], training=False).numpy(), images.numpy())
+    a = layer([images, shifts], training=True).numpy()
+    b = layer([images, shifts], training=True).numpy()
+    assert np.abs(a - images.numpy()).max() > 1e-3 and np.abs(a - b).max() > 1e-3
+    again = th.Translation(jitter_stddev=1.0, seed=3, use_xla=False)
+    np.testing.assert_allclose(again([images, shifts], training=True).numpy(), a, atol=1e-6)
+
+
+# ---------------------------------------------------------------- channel / flat helpers
+
+def test_channel_flat_round_trip_and_order():
+    x = np.arange(2 * 3 * 3 * 4, dtype=np.float32).reshape(2, 3, 3, 4)
+    flat = th._channel_to_flat(x).numpy()
+    assert flat.shape == (8, 3, 3, 1)
+    for b in range(2):
+        for c in range(4):
+            np.testing.assert_array_equal(flat[b * 4 + c, ..., 0], x[b, ..., c])
+    np.testing.assert_array_equal(th._flat_to_channel(flat, 4).numpy(), x)
+    offsets = np.arange(2 * 2 * 4, dtype=np.float32).reshape(2, 1, 2, 4)
+    rows = th.flatten_offsets(offsets).numpy()
+    for b in range(2):
+        for c in range(4):
+            np.testing.assert_array_equal(rows[b * 4 + c], offsets[b, 0, :, c])
+
+
+# ---------------------------------------------------------------- merge / extract
+
+def _patches(rng, B, N, C, complex_=True):
+    x = rng.standard_normal((B, N, N, C))
+    if complex_:
+        x = x + 1j * rng.standard_normal((B, N, N, C))
+    return x.astype(np.complex64 if complex_ else np.float32)
+
+
+@settings(max_examples=10)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([1, 4]))
+def test_merge_is_adjoint_of_extract(seed, C):
+    rng = np.random.default_rng(seed)
+    B, N, P = 3, 8, 16
+    x = _patches(rng, B, N, C)
+    y = _patches(rng, B, P, 1)
+    offsets = rng.uniform(-4, 4, (B, 1, 2, C)).astype(np.float32)
+    merged = th._reassemble_patches_position_real(x, offsets, padded_size=P).numpy()
+    extracted = th.extract_patches_position(y, offsets, N).numpy()
+    lhs = np.vdot(y, merged)
+    rhs = np.vdot(th._flat_to_channel(extracted, C).numpy(), x)
+    assert abs(lhs - rhs) <= 1e-5 * np.linalg.norm(x) * np.linalg.norm(y)
+
+
+def test_extract_of_merge_recovers_central_windows():
+    """Non-overlapping central N/2 windows at integer offsets are recovered exactly."""
+    rng = np.random.default_rng(4)
+    B, N, C, P = 2, 16, 4, 32
+    x = np.zeros((B, N, N, C), np.complex64)
+    x[:, 4:12, 4:12, :] = _patches(rng, B, 8, C)
+    offsets = np.tile(np.array([[-4, 4, -4, 4], [-4, -4, 4, 4]], np.float32)[None, None], (B, 1, 1, 1))
+    canvas = th._reassemble_patches_position_real(x, offsets, padded_size=P)
+    back = th._flat_to_channel(th.extract_patches_position(canvas, offsets, N), C).numpy()
+    np.testing.assert_allclose(back[:, 4:12, 4:12], x[:, 4:12, 4:12], atol=1e-6)
+
+
+def test_merge_places_patch_at_known_pixels_and_agg_false():
+    N, P = 8, 14
+    x = np.zeros((1, N, N, 2), np.float32)
+    x[0, N // 2, N // 2, :] = [1.0, 2.0]
+    offsets = np.array([[[[2.0, -1.0], [-3.0, 0.0]]]], np.float32)  # channel 0 at (2,-3), 1 at (-1,0)
+    canvas = th._reassemble_patches_position_real(x, offsets, padded_size=P).numpy()[0, ..., 0]
+    centre = P // 2
+    assert canvas[centre + 3, centre - 2] == 1.0 and canvas[centre, centre + 1] == 2.0
+    assert canvas.sum() == 3.0
+    flat = th._reassemble_patches_position_real(x, offsets, agg=False, padded_size=P).numpy()
+    assert flat.shape == (2, P, P, 1)
+    np.testing.assert_array_equal(flat.sum(axis=0)[..., 0], canvas)
+
+
+def test_merge_default_padded_size_and_validation():
+    x = np.zeros((1, 64, 64, 4), np.float32)
+    assert th._reassemble_patches_position_real(x, np.zeros((1, 1, 2, 4), np.float32)).shape == (1, 78, 78, 1)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        th._reassemble_patches_position_real(np.zeros((1, 6, 6, 1)), np.zeros((1, 1, 2, 1)), padded_size=8)
+    with pytest.raises(ValueError, match="P - N even"):
+        th._reassemble_patches_position_real(np.zeros((1, 8, 8, 1)), np.zeros((1, 1, 2, 1)), padded_size=11)
+    with pytest.raises(ValueError, match="P - N even"):
+        th._reassemble_patches_position_real(np.zeros((1, 8, 8, 1)), np.zeros((1, 1, 2, 1)), padded_size=6)
+    with pytest.raises(ValueError, match="offsets_xy"):
+        th._reassemble_patches_position_real(np.zeros((1, 8, 8, 2)), np.zeros((1, 1, 2, 1)), padded_size=8)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        th.extract_patches_position(np.zeros((1, 12, 12, 1)), np.zeros((1, 1, 2, 1)), 6)
+
+
+# ---------------------------------------------------------------- global stitch
+
+def test_stitch_is_independent_of_chunk_size_and_places_patches():
+    rng = np.random.default_rng(5)
+    B, N, M = 7, 16, 8
+    patches = _patches(rng, B, N, 1)
+    offsets = rng.uniform(10, 30, (B, 1, 2, 1))
+    full = th.reassemble_position(patches, offsets, M=M, chunk_size=256).numpy()
+    for chunk in (1, 3):
+        np.testing.assert_allclose(th.reassemble_position(patches, offsets, M=M, chunk_size=chunk).numpy(),
+                                   full, atol=1e-5)
+    rel = offsets[:, 0, :, 0] - offsets[:, 0, :, 0].mean(0)
+    S = M + 2 * int(np.ceil(np.abs(rel).max()))
+    S += S % 2
+    assert full.shape == (S, S, 1) and full.dtype == np.complex64
+
+
+def test_stitch_known_placement_and_normalisation():
+    """Two constant patches at integer offsets: each lands at its pixels; the overlap averages."""
+    N, M = 8, 4
+    patches = np.stack([np.full((N, N, 1), 1 + 0j), np.full((N, N, 1), 3 + 0j)]).astype(np.complex64)
+    offsets = np.array([[[[10.0], [20.0]]], [[[12.0], [20.0]]]])  # mean (11, 20)
+    canvas = th.reassemble_position(patches, offsets, M=M).numpy()[..., 0]
+    S = canvas.shape[0]
+    assert S == 6
+    c = S // 2  # object position (11, 20)
+    # patch 0 covers x in [10-2, 10+2) -> canvas cols c-3..c; patch 1 cols c-1..c+2
+    row = canvas[c]
+    np.testing.assert_allclose(row[c - 3:c - 1], 1.0, atol=1e-6)
+    np.testing.assert_allclose(row[c - 1:c + 1], 2.0, atol=1e-6)
+    np.testing.assert_allclose(row[c + 1:c + 3], 3.0, atol=1e-6)
+    with pytest.raises(ValueError, match="global_offsets"):
+        th.reassemble_position(patches, offsets[:, :, :, :1][:1], M=M)
