@@ -398,3 +398,15 @@ def test_arms_share_object_positions_and_same_dose_noise(tmp_path):
     assert config.training_config("low_mae").loss == "mae" and config.training_config("low_nll").loss == "nll"
     other = StudyConfig(output_dir=tmp_path, seed=1).simulation_config("high_nll", "train")
     assert other.seed != sim.seed and other.noise_seed != sim.noise_seed
+
+
+def test_uncovered_pixels_are_masked_in_figures(failed_study):
+    _, _, result = failed_study
+    arm = result.arms["high_nll"]
+    coverage = np.ones(arm.reconstruction.shape, bool)
+    coverage[:3, :5] = False
+    covered = dataclasses.replace(arm, extras={"coverage": coverage})
+    fig = dose.build_dose_figure({**result.arms, "high_nll": covered})
+    shown = fig.axes[2].get_images()[0].get_array()
+    np.testing.assert_array_equal(np.ma.getmaskarray(shown), ~coverage)
+    np.testing.assert_allclose(shown.data, np.abs(arm.reconstruction), rtol=1e-6)

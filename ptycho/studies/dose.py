@@ -26,7 +26,9 @@ name in its own directory and then renamed, so a crash never leaves a truncated 
     <arm>/history.json          per-epoch losses
     <arm>/reconstruction.npz    reconstruction/truth crops (H, W) complex64, their origin [x, y] in
                                 object pixels, a test diffraction pattern (N, N) float32 (amplitude √counts
-                                / s and counts), the full stitch and its origin
+                                / s and counts), the full stitch and its origin, the crop's coverage
+                                (H, W) bool (pixels some stitched window covers; uncovered ones are 0
+                                in the stitch and masked in the figures)
     <arm>/metrics.json          this arm's metrics and configuration; written last = "arm complete"
     metrics.json                {"arms": {arm: {...}}, "config": {...}, "versions": {...}}
     dose_comparison.png         the six panels of SPEC §6
@@ -46,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import inspect
 import json
@@ -529,7 +532,8 @@ def run_arm(config: StudyConfig, arm: str, truth: np.ndarray, directory: Path,
     coverage = getattr(recon, "coverage", None)
     if coverage is not None:  # fraction of the evaluated crop that some stitched window covers
         rows, cols = crop_slices(recon.x0, recon.y0, origin, rec_crop.shape)
-        metrics["crop_coverage"] = float(np.mean(np.asarray(coverage)[rows, cols]))
+        coverage_crop = np.asarray(coverage, dtype=bool)[rows, cols]
+        metrics["crop_coverage"] = float(np.mean(coverage_crop))
     log.info("arm %s: evaluated on a %dx%d crop: %s", arm, *rec_crop.shape, _format_metrics(metrics))
 
     persistence.save_model(directory / "wts.h5.zip", autoencoder, diffraction_to_obj,
@@ -545,7 +549,8 @@ def run_arm(config: StudyConfig, arm: str, truth: np.ndarray, directory: Path,
         extras={"diffraction": amplitude, "diffraction_index": np.int64(probe_pattern),
                 "test_intensity_scale": np.float64(test_scale),
                 "reconstruction_full": np.asarray(recon.obj, dtype=np.complex64),
-                "origin_full": np.asarray([recon.x0, recon.y0], dtype=np.float64)},
+                "origin_full": np.asarray([recon.x0, recon.y0], dtype=np.float64),
+                **({} if coverage is None else {"coverage": coverage_crop})},
     )
 
 
@@ -696,6 +701,14 @@ def _image(fig: Any, ax: Any, data: np.ndarray, title: str, origin_xy: tuple[flo
     ax.set_title(title)
 
 
+def _masked(result: ArmResult, data: np.ndarray) -> np.ndarray:
+    """``data`` (H, W) with pixels no stitched window covered masked out (if the coverage is known)."""
+    coverage = result.extras.get("coverage")
+    if coverage is None or np.shape(coverage) != np.shape(data):
+        return data
+    return np.ma.masked_array(data, mask=~np.asarray(coverage, dtype=bool))
+
+
 def _diffraction_source(results: Mapping[str, ArmResult], dose: str) -> Optional[ArmResult]:
     for loss in ("nll", "mae"):
         result = results.get(f"{dose}_{loss}")
@@ -735,7 +748,8 @@ def build_dose_figure(results: Mapping[str, ArmResult]) -> Any:
             arm = f"{dose}_{loss}"
             result = results.get(arm)
             if result is not None and result.ok and result.reconstruction is not None:
-                _image(fig, axes[row, col], np.abs(result.reconstruction), _title_with_ssim(arm, result.metrics),
+                _image(fig, axes[row, col], _masked(result, np.abs(result.reconstruction)),
+                       _title_with_ssim(arm, result.metrics),
                        result.origin, cmap="gray")
             else:
                 _empty_panel(axes[row, col], result, arm)
@@ -788,9 +802,10 @@ def build_reconstruction_figure(results: Mapping[str, ArmResult]) -> Any:
             continue
         title = name if name == "truth" else _title_with_ssim(name, extra)
         origin = reference.origin if name == "truth" else results[name].origin
-        _image(fig, axes[0, col], np.abs(data), f"{title}\namplitude", origin, cmap="gray",
+        mask = (lambda d: d) if name == "truth" else functools.partial(_masked, results[name])
+        _image(fig, axes[0, col], mask(np.abs(data)), f"{title}\namplitude", origin, cmap="gray",
                vmin=amp_lim[0], vmax=amp_lim[1])
-        _image(fig, axes[1, col], np.angle(data), f"{name} phase (rad)", origin, cmap="twilight_shifted",
+        _image(fig, axes[1, col], mask(np.angle(data)), f"{name} phase (rad)", origin, cmap="twilight_shifted",
                vmin=-phase_max, vmax=phase_max)
     fig.suptitle("Test-region reconstructions beside the truth (amplitude scaled to the truth's mean, "
                  "global phase removed)")
