@@ -1,0 +1,69 @@
+"""Training and inference throughput, N=64, gridsize 2, batch 16, XLA on. Prints one JSON line.
+
+A "sample" is one group of gridsize² = 4 diffraction patterns (one row of the model's batch); patterns/s
+are reported too. Timings exclude compilation (a warm-up epoch / predict call first) and report the median
+over repeats.
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ptycho.config import SimulationConfig, TrainingConfig  # noqa: E402
+from ptycho.model import compile_autoencoder, create_model_with_gridsize, get_intensity_scale  # noqa: E402
+from ptycho.simulate import simulate_dataset  # noqa: E402
+from ptycho.train import make_pipeline, model_inputs  # noqa: E402
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._t)
+
+
+def main(n_groups: int = 512, batch: int = 16, epochs: int = 4, predict_repeats: int = 5) -> dict:
+    data = simulate_dataset(SimulationConfig(N=64, gridsize=2, n_positions=n_groups, nphotons=1e9, seed=0))
+    ae, d2o = create_model_with_gridsize(2, 64, probe=data.probe, intensity_scale=data.intensity_scale, seed=0)
+    compile_autoencoder(ae, nll_weight=1.0, mae_weight=0.0, jit_compile=True)
+    inputs = model_inputs(data, get_intensity_scale(ae))
+    pipeline = make_pipeline(inputs, np.arange(data.n_groups), batch, shuffle=True, seed=0)
+    timer = EpochTimer()
+    ae.fit(pipeline, epochs=epochs + 1, verbose=0, callbacks=[timer])  # epoch 1 compiles: dropped
+    steps = data.n_groups // batch
+    train_rate = steps * batch / statistics.median(timer.seconds[1:])
+
+    rates = {}
+    for predict_batch in (16, 64):
+        d2o.predict(inputs, batch_size=predict_batch, verbose=0)  # compile
+        times = []
+        for _ in range(predict_repeats):
+            start = time.perf_counter()
+            d2o.predict(inputs, batch_size=predict_batch, verbose=0)
+            times.append(time.perf_counter() - start)
+        rates[predict_batch] = data.n_groups / statistics.median(times)
+    return {
+        "benchmark": "train", "N": 64, "gridsize": 2, "batch_size": batch, "n_groups": data.n_groups,
+        "train_samples_per_s": round(train_rate, 1), "train_patterns_per_s": round(4 * train_rate, 1),
+        "infer_samples_per_s_batch16": round(rates[16], 1), "infer_samples_per_s_batch64": round(rates[64], 1),
+        "infer_patterns_per_s_batch64": round(4 * rates[64], 1),
+        "tf": tf.__version__, "keras": keras.__version__, "cpus": os.cpu_count(),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))
+    sys.stdout.flush()

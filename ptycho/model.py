@@ -1,0 +1,474 @@
+"""The PtychoPINN model: a CNN that maps diffraction to object patches, closed by a physics forward model.
+
+Forward model (per group of C = gridsize² scan positions, SPEC §4)::
+
+    x        = d / s                                  d: (B, N, N, C) float32, √counts
+    A, φ     = decoders(encoder(x))                   (B, N/2, N/2, C) each
+    O_c      = pad_N(a_max·sigmoid(A) · exp(iπ·tanh(φ)))          (B, N, N, C) complex64
+    canvas   = merge(O, r) / (merge(window, r) + 1e-3)            (B, P, P, 1), r = coords_relative
+    object   = crop_N(canvas)                                      output 0
+    Ô_c      = extract(canvas, r)                                  (B, N, N, C)
+    amp      = s · |fftshift(fft2(P · Ô_c, norm='ortho'))|          output 1, √counts
+    intensity = amp²                                               output 2, counts
+
+``create_model_with_gridsize`` builds ``(autoencoder, diffraction_to_obj)`` sharing weights. The probe and
+the intensity scale ``s`` (stored as log s) are Keras weights of the model, so each model keeps its own.
+
+Importing this module builds nothing: ``autoencoder`` / ``diffraction_to_obj`` are resolved lazily from the
+legacy ``params.cfg`` on first access (module ``__getattr__``) and cached in ``_lazy_cache``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ptycho import params
+from ptycho.config import ModelConfig
+from ptycho.probe import get_default_probe, normalize_probe
+from ptycho.tf_helper import _flat_to_channel, _reassemble_patches_position_real, extract_patches_position
+
+logger = logging.getLogger(__name__)
+
+_lazy_cache: dict[str, Any] = {}
+_model_construction_done: bool = False
+
+_LAZY_NAMES = ("autoencoder", "diffraction_to_obj")
+_SERIALIZABLE = keras.saving.register_keras_serializable(package="ptycho")
+_WINDOW_EPS = 1e-3
+
+
+# --------------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------------
+@_SERIALIZABLE
+class IntensityScale(keras.layers.Layer):
+    """Multiply (or, with ``inverse=True``, divide) by the model's intensity scale s.
+
+    s = exp(log_scale) is one scalar weight, so the same layer instance is called at the input
+    (d / s) and at the output (s · amp) of the model and is saved with it.
+    """
+
+    def __init__(self, initial_scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not (math.isfinite(initial_scale) and initial_scale > 0):
+            raise ValueError(f"IntensityScale: initial_scale must be finite and > 0, got {initial_scale}")
+        self.initial_scale = float(initial_scale)
+
+    def build(self, input_shape):
+        self.log_scale = self.add_weight(
+            shape=(), name="log_intensity_scale", trainable=self.trainable,
+            initializer=keras.initializers.Constant(math.log(self.initial_scale)))
+
+    def call(self, x, inverse=False):
+        scale = tf.cast(tf.exp(self.log_scale), x.dtype)
+        return x / scale if inverse else x * scale
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "initial_scale": self.initial_scale}
+
+
+@_SERIALIZABLE
+class FirstChannels(keras.layers.Layer):
+    """Keep the first ``n`` feature channels: (B, H, W, F) -> (B, H, W, n)."""
+
+    def __init__(self, n: int, **kwargs):
+        super().__init__(**kwargs)
+        self.n = int(n)
+
+    def call(self, x):
+        return x[..., : self.n]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.n)
+
+    def get_config(self):
+        return {**super().get_config(), "n": self.n}
+
+
+@_SERIALIZABLE
+class ComplexPatches(keras.layers.Layer):
+    """Amplitude and phase logits on the central N/2 window -> complex patches, zero elsewhere.
+
+    Inputs (B, N/2, N/2, C) float32 each; output (B, N, N, C) complex64 with
+    amplitude ``amplitude_max · sigmoid(a)`` and phase ``π · tanh(φ)``.
+    """
+
+    def __init__(self, N: int, amplitude_max: float = 2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.N = int(N)
+        self.amplitude_max = float(amplitude_max)
+
+    def call(self, amplitude_logits, phase_logits):
+        amplitude = self.amplitude_max * tf.sigmoid(amplitude_logits)
+        phase = math.pi * tf.tanh(phase_logits)
+        patch = tf.complex(amplitude * tf.cos(phase), amplitude * tf.sin(phase))
+        pad = self.N // 4
+        return tf.pad(patch, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+
+    def compute_output_spec(self, amplitude_logits, phase_logits):
+        shape = (amplitude_logits.shape[0], self.N, self.N, amplitude_logits.shape[-1])
+        return keras.KerasTensor(shape, dtype="complex64")
+
+    def get_config(self):
+        return {**super().get_config(), "N": self.N, "amplitude_max": self.amplitude_max}
+
+
+@_SERIALIZABLE
+class MergeGroup(keras.layers.Layer):
+    """Per-group merge of C patches onto one P×P canvas, normalised by the window count.
+
+    Inputs: patches (B, N, N, C) complex64 (zero outside the central N/2 window), positions
+    (B, 1, 2, C) float32 ``coords_relative``. Output (B, P, P, 1) complex64. One canvas per group.
+    """
+
+    def __init__(self, N: int, C: int, padded_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.N, self.C, self.padded_size = int(N), int(C), int(padded_size)
+
+    def call(self, patches, positions):
+        window = np.zeros((1, self.N, self.N, self.C), np.float32)
+        quarter = self.N // 4
+        window[:, quarter: self.N - quarter, quarter: self.N - quarter, :] = 1.0
+        windows = tf.broadcast_to(tf.constant(window), tf.concat([tf.shape(positions)[:1], window.shape[1:]], 0))
+        canvas = _reassemble_patches_position_real(patches, positions, agg=True, padded_size=self.padded_size)
+        count = _reassemble_patches_position_real(windows, positions, agg=True, padded_size=self.padded_size)
+        return canvas / tf.cast(count + _WINDOW_EPS, canvas.dtype)
+
+    def compute_output_spec(self, patches, positions):
+        return keras.KerasTensor((patches.shape[0], self.padded_size, self.padded_size, 1), dtype="complex64")
+
+    def get_config(self):
+        return {**super().get_config(), "N": self.N, "C": self.C, "padded_size": self.padded_size}
+
+
+@_SERIALIZABLE
+class CentreCrop(keras.layers.Layer):
+    """Central N×N crop: (B, P, P, K) -> (B, N, N, K)."""
+
+    def __init__(self, N: int, **kwargs):
+        super().__init__(**kwargs)
+        self.N = int(N)
+
+    def call(self, canvas):
+        start = (canvas.shape[1] - self.N) // 2
+        return canvas[:, start: start + self.N, start: start + self.N, :]
+
+    def compute_output_spec(self, canvas):
+        return keras.KerasTensor((canvas.shape[0], self.N, self.N, canvas.shape[-1]), dtype=canvas.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "N": self.N}
+
+
+@_SERIALIZABLE
+class ExtractGroup(keras.layers.Layer):
+    """Re-extract the C patches of a group from its canvas (the adjoint of the merge's translation).
+
+    Inputs: canvas (B, P, P, 1) complex64, positions (B, 1, 2, C). Output (B, N, N, C) complex64.
+    """
+
+    def __init__(self, N: int, C: int, **kwargs):
+        super().__init__(**kwargs)
+        self.N, self.C = int(N), int(C)
+
+    def call(self, canvas, positions):
+        flat = extract_patches_position(canvas, positions, self.N)
+        return _flat_to_channel(flat, self.C)
+
+    def compute_output_spec(self, canvas, positions):
+        return keras.KerasTensor((canvas.shape[0], self.N, self.N, self.C), dtype="complex64")
+
+    def get_config(self):
+        return {**super().get_config(), "N": self.N, "C": self.C}
+
+
+@_SERIALIZABLE
+class ProbeIllumination(keras.layers.Layer):
+    """Multiply object patches (B, N, N, C) complex64 by the probe (N, N), a Keras weight.
+
+    The probe is stored as two float32 weights (real, imaginary), non-trainable by default; its values
+    are assigned after construction (see ``set_probe``) and saved with the model.
+    """
+
+    def __init__(self, N: int, **kwargs):
+        super().__init__(**kwargs)
+        self.N = int(N)
+
+    def build(self, input_shape):
+        self.probe_real = self.add_weight(shape=(self.N, self.N, 1), name="probe_real",
+                                          initializer="zeros", trainable=self.trainable)
+        self.probe_imag = self.add_weight(shape=(self.N, self.N, 1), name="probe_imag",
+                                          initializer="zeros", trainable=self.trainable)
+
+    def set_probe(self, probe: np.ndarray) -> None:
+        probe = np.asarray(probe).reshape(self.N, self.N, 1)
+        self.probe_real.assign(probe.real.astype(np.float32))
+        self.probe_imag.assign(probe.imag.astype(np.float32))
+
+    def call(self, patches):
+        return patches * tf.complex(self.probe_real, self.probe_imag)
+
+    def compute_output_spec(self, patches):
+        return keras.KerasTensor(patches.shape, dtype="complex64")
+
+    def get_config(self):
+        return {**super().get_config(), "N": self.N}
+
+
+@_SERIALIZABLE
+class FarFieldAmplitude(keras.layers.Layer):
+    """|fftshift(fft2(field, norm='ortho'))| per channel: (B, N, N, C) complex64 -> float32."""
+
+    def call(self, field):
+        n = tf.cast(tf.shape(field)[1], tf.float32)
+        spectrum = tf.signal.fft2d(tf.transpose(field, [0, 3, 1, 2]))
+        spectrum = tf.signal.fftshift(spectrum, axes=(-2, -1))
+        return tf.transpose(tf.abs(spectrum), [0, 2, 3, 1]) / n
+
+    def compute_output_spec(self, field):
+        return keras.KerasTensor(field.shape, dtype="float32")
+
+
+@_SERIALIZABLE
+class Square(keras.layers.Layer):
+    """Elementwise x²: amplitude (√counts) -> intensity (counts)."""
+
+    def call(self, x):
+        return tf.square(x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+# --------------------------------------------------------------------------------------------------
+# Architecture
+# --------------------------------------------------------------------------------------------------
+def _n_encoder_blocks(N: int) -> int:
+    """Blocks that take N down to the 8×8 bottleneck; N must be 8·2^k with k >= 2."""
+    blocks = round(math.log2(N / 8)) if N >= 8 else -1
+    if blocks < 2 or 8 * 2**blocks != N:
+        raise ValueError(f"N: the architecture needs N = 8·2^k >= 32 (an 8×8 bottleneck), got N={N}")
+    return blocks
+
+
+def encoder_filters(N: int, n_filters_scale: int = 2) -> tuple[int, ...]:
+    """(64, 128, 256) for N=64 and (32, 64, 128, 256) for N=128 at n_filters_scale=2."""
+    blocks = _n_encoder_blocks(N)
+    return tuple(n_filters_scale * (128 >> (blocks - 1 - i)) for i in range(blocks))
+
+
+def decoder_filters(N: int, n_filters_scale: int = 2) -> tuple[int, ...]:
+    """(128, 64) for N=64 and (256, 128, 64) for N=128 at n_filters_scale=2 (ends at N/2 × N/2)."""
+    blocks = _n_encoder_blocks(N) - 1
+    return tuple(n_filters_scale * (32 << (blocks - 1 - i)) for i in range(blocks))
+
+
+class _SeededInit:
+    """Distinct, reproducible Glorot-uniform seeds for each conv layer of one model."""
+
+    def __init__(self, seed: int):
+        self._seeds = np.random.SeedSequence(seed)
+
+    def __call__(self) -> keras.initializers.Initializer:
+        return keras.initializers.GlorotUniform(seed=int(self._seeds.spawn(1)[0].generate_state(1)[0] >> 1))
+
+
+def _conv(filters: int, name: str, init: _SeededInit, activation: Optional[str] = "relu") -> keras.layers.Conv2D:
+    return keras.layers.Conv2D(filters, 3, padding="same", activation=activation, name=name,
+                               kernel_initializer=init())
+
+
+def _encoder(x, filters: tuple[int, ...], init: _SeededInit):
+    for i, f in enumerate(filters):
+        x = _conv(f, f"enc{i}_conv_a", init)(x)
+        x = _conv(f, f"enc{i}_conv_b", init)(x)
+        x = keras.layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
+    return x
+
+
+def _decoder(x, filters: tuple[int, ...], C: int, prefix: str, init: _SeededInit):
+    for i, f in enumerate(filters):
+        x = _conv(f, f"{prefix}{i}_conv_a", init)(x)
+        x = _conv(f, f"{prefix}{i}_conv_b", init)(x)
+        x = keras.layers.UpSampling2D(2, name=f"{prefix}{i}_up")(x)
+    x = FirstChannels(min(60, filters[-1]), name=f"{prefix}_first_features")(x)
+    return _conv(C, f"{prefix}_logits", init, activation=None)(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Factory
+# --------------------------------------------------------------------------------------------------
+def _resolve(name: str, explicit, legacy_key: Optional[str] = None):
+    """Keyword argument, else the ``params.cfg`` value (legacy scripts set it there), else None.
+
+    ``params.DEFAULTS`` equal the ``ModelConfig`` defaults, so an untouched cfg changes nothing.
+    """
+    if explicit is not None:
+        return explicit
+    return params.cfg.get(legacy_key or name)
+
+
+def resolve_probe(N: int, probe, probe_scale: float, default_probe_scale: float) -> np.ndarray:
+    """The probe a model for size N uses: (N, N) complex64.
+
+    An explicit ``probe`` must be (N, N) or (N, N, 1). A legacy ``params.cfg['probe']`` of the right size is
+    used as is; one of another size is replaced, with a warning, by the normalised default probe for N.
+    """
+    if probe is not None:
+        arr = np.asarray(probe)
+        if arr.shape not in ((N, N), (N, N, 1)):
+            raise ValueError(f"probe: expected shape ({N}, {N}) or ({N}, {N}, 1) for N={N}, got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("probe: contains non-finite values")
+        return arr.reshape(N, N).astype(np.complex64)
+    legacy = params.cfg.get("probe")
+    if legacy is not None:
+        arr = np.asarray(legacy)
+        if arr.shape in ((N, N), (N, N, 1)):
+            return arr.reshape(N, N).astype(np.complex64)
+        logger.warning("params.cfg['probe'] has shape %s but the model has N=%d: using the normalised "
+                       "default probe for N=%d instead", arr.shape, N, N)
+    default = get_default_probe(N, fmt="np", default_probe_scale=default_probe_scale)
+    return np.asarray(normalize_probe(default, probe_scale)).astype(np.complex64)
+
+
+def default_intensity_scale(N: int, nphotons: float) -> float:
+    """Fallback s when no data set is given: sqrt(nphotons) / (N / 2) (the legacy default)."""
+    return math.sqrt(nphotons) / (N / 2)
+
+
+def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_scale: Optional[float] = None,
+                               offset: Optional[int] = None, max_position_jitter: Optional[int] = None,
+                               padded_size: Optional[int] = None, n_filters_scale: Optional[int] = None,
+                               object_amplitude_max: Optional[float] = None, probe_scale: Optional[float] = None,
+                               default_probe_scale: Optional[float] = None, probe_trainable: Optional[bool] = None,
+                               intensity_scale_trainable: Optional[bool] = None, nphotons: Optional[float] = None,
+                               nll_weight: Optional[float] = None, mae_weight: Optional[float] = None,
+                               learning_rate: Optional[float] = None, jit_compile: bool = True, seed: int = 0):
+    """Build ``(autoencoder, diffraction_to_obj)`` for patches of N×N pixels and gridsize² channels.
+
+    Each setting comes from its keyword argument, else from ``params.cfg`` where a legacy script set it,
+    else from the ``ModelConfig`` default. ``intensity_scale`` (s, √counts per unit amplitude) should
+    come from the training data (``PtychoDataset.intensity_scale``); without it the legacy default
+    sqrt(nphotons)/(N/2) is used. Both models are compiled with ``jit_compile`` (XLA) explicit; the
+    autoencoder with Adam and the loss weights (Poisson NLL on intensity, MAE on amplitude). ``seed`` fixes
+    the weight initialisation.
+
+    Returns two Keras models sharing weights. Inputs: ``diffraction`` (B, N, N, C) float32 = s·X and
+    ``positions`` (B, 1, 2, C) float32 = coords_relative. Outputs: object (B, N, N, 1) complex64,
+    amplitude (B, N, N, C) float32 (s·Â), intensity (B, N, N, C) float32 ((s·Â)²).
+    """
+    defaults = ModelConfig()
+    values = {
+        "offset": _resolve("offset", offset),
+        "max_position_jitter": _resolve("max_position_jitter", max_position_jitter),
+        "padded_size": padded_size,
+        "n_filters_scale": _resolve("n_filters_scale", n_filters_scale),
+        "object_amplitude_max": _resolve("object_amplitude_max", object_amplitude_max),
+        "probe_scale": _resolve("probe_scale", probe_scale),
+        "default_probe_scale": _resolve("default_probe_scale", default_probe_scale),
+        "probe_trainable": _resolve("probe_trainable", probe_trainable, "probe.trainable"),
+        "intensity_scale_trainable": _resolve("intensity_scale_trainable", intensity_scale_trainable,
+                                              "intensity_scale.trainable"),
+    }
+    config = ModelConfig(N=N, gridsize=gridsize,
+                         **{k: (getattr(defaults, k) if v is None else v) for k, v in values.items()})
+    _n_encoder_blocks(config.N)
+    probe_array = resolve_probe(config.N, probe, config.probe_scale, config.default_probe_scale)
+    scale = _resolve("intensity_scale", intensity_scale)
+    if scale is None:
+        scale = default_intensity_scale(config.N, _resolve("nphotons", nphotons) or params.DEFAULTS["nphotons"])
+    if not (isinstance(scale, (int, float, np.floating)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"intensity_scale: must be a finite number > 0, got {scale!r}")
+
+    autoencoder, diffraction_to_obj = build_models(config, probe_array, float(scale), seed=seed)
+    nll = _resolve("nll_weight", nll_weight)
+    mae = _resolve("mae_weight", mae_weight)
+    compile_autoencoder(autoencoder, nll_weight=params.DEFAULTS["nll_weight"] if nll is None else nll,
+                        mae_weight=params.DEFAULTS["mae_weight"] if mae is None else mae,
+                        learning_rate=_resolve("learning_rate", learning_rate) or params.DEFAULTS["learning_rate"],
+                        jit_compile=jit_compile)
+    diffraction_to_obj.compile(jit_compile=jit_compile)
+    return autoencoder, diffraction_to_obj
+
+
+def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float, seed: int = 0):
+    """Build the two (uncompiled) models of SPEC §4 from an explicit config, probe and scale."""
+    init = _SeededInit(seed)
+    N, C, P = config.N, config.C, config.P
+    diffraction = keras.Input((N, N, C), name="diffraction", dtype="float32")
+    positions = keras.Input((1, 2, C), name="positions", dtype="float32")
+
+    scaler = IntensityScale(intensity_scale, trainable=config.intensity_scale_trainable, name="intensity_scale")
+    features = _encoder(scaler(diffraction, inverse=True), encoder_filters(N, config.n_filters_scale), init)
+    dec = decoder_filters(N, config.n_filters_scale)
+    amplitude_logits = _decoder(features, dec, C, "dec_amp", init)
+    phase_logits = _decoder(features, dec, C, "dec_phase", init)
+    patches = ComplexPatches(N, config.object_amplitude_max, name="object_patches")(amplitude_logits, phase_logits)
+    canvas = MergeGroup(N, C, P, name="merge_group")(patches, positions)
+    obj = CentreCrop(N, name="object")(canvas)
+    illuminated = ProbeIllumination(N, trainable=config.probe_trainable, name="probe")(
+        ExtractGroup(N, C, name="extract_group")(canvas, positions))
+    amplitude = scaler(FarFieldAmplitude(name="far_field")(illuminated))
+    amplitude = keras.layers.Identity(name="amplitude")(amplitude)
+    intensity = Square(name="intensity")(amplitude)
+
+    autoencoder = keras.Model([diffraction, positions], [obj, amplitude, intensity], name="autoencoder")
+    autoencoder.get_layer("probe").set_probe(probe)
+    diffraction_to_obj = keras.Model([diffraction, positions], obj, name="diffraction_to_obj")
+    return autoencoder, diffraction_to_obj
+
+
+def compile_autoencoder(autoencoder, *, nll_weight: float = 1.0, mae_weight: float = 0.0,
+                        learning_rate: float = 1e-3, jit_compile: bool = True) -> None:
+    """Compile the autoencoder with Adam and weighted losses, XLA explicit.
+
+    Poisson NLL acts on the ``intensity`` output (counts), MAE on the ``amplitude`` output (√counts).
+    """
+    from ptycho.losses import mae, poisson_nll
+
+    if nll_weight < 0 or mae_weight < 0 or nll_weight + mae_weight == 0:
+        raise ValueError(f"loss weights: need nll_weight, mae_weight >= 0 and not both 0, "
+                         f"got nll_weight={nll_weight}, mae_weight={mae_weight}")
+    losses = [None, mae if mae_weight else None, poisson_nll if nll_weight else None]
+    weights = [0.0, float(mae_weight), float(nll_weight)]
+    autoencoder.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, loss_weights=weights,
+                        jit_compile=jit_compile)
+
+
+def get_intensity_scale(model: keras.Model) -> float:
+    """The intensity scale s of a model built by this module."""
+    return float(np.exp(model.get_layer("intensity_scale").log_scale.numpy()))
+
+
+def get_probe(model: keras.Model) -> np.ndarray:
+    """The probe (N, N) complex64 of an autoencoder built by this module."""
+    layer = model.get_layer("probe")
+    return (layer.probe_real.numpy() + 1j * layer.probe_imag.numpy())[..., 0].astype(np.complex64)
+
+
+# --------------------------------------------------------------------------------------------------
+# Legacy lazy module attributes
+# --------------------------------------------------------------------------------------------------
+def __getattr__(name: str):
+    if name in _LAZY_NAMES:
+        if name not in _lazy_cache:
+            _build_from_legacy_cfg()
+        return _lazy_cache[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _build_from_legacy_cfg() -> None:
+    """Build the legacy singletons from ``params.cfg`` on first access."""
+    global _model_construction_done
+    autoencoder, diffraction_to_obj = create_model_with_gridsize(int(params.cfg["gridsize"]), int(params.cfg["N"]))
+    _lazy_cache.update(autoencoder=autoencoder, diffraction_to_obj=diffraction_to_obj)
+    _model_construction_done = True

@@ -1,0 +1,145 @@
+"""Training: a seeded ``tf.data`` pipeline, the callbacks of SPEC §5, XLA-compiled steps, JSON history."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ptycho.config import TrainingConfig
+from ptycho.data import PtychoDataset
+from ptycho.model import compile_autoencoder, get_intensity_scale
+
+logger = logging.getLogger(__name__)
+
+
+def model_inputs(dataset: PtychoDataset, intensity_scale: float) -> dict[str, np.ndarray]:
+    """Model inputs: ``diffraction`` (B, N, N, C) float32 = s·X (√counts), ``positions`` (B, 1, 2, C)."""
+    return {
+        "diffraction": (np.asarray(dataset.X, np.float32) * np.float32(intensity_scale)),
+        "positions": np.asarray(dataset.coords_relative, np.float32),
+    }
+
+
+def split_indices(n_groups: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation split of group indices; validation gets round(n·split), at least 1 if split > 0."""
+    order = np.random.default_rng(seed).permutation(n_groups)
+    n_val = 0 if validation_split == 0 else max(1, int(round(n_groups * validation_split)))
+    if n_groups - n_val < 1:
+        raise ValueError(f"dataset: {n_groups} groups leave none for training with validation_split="
+                         f"{validation_split}")
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def make_pipeline(inputs: dict[str, np.ndarray], indices: np.ndarray, batch_size: int, *,
+                  shuffle: bool, seed: int) -> tf.data.Dataset:
+    """``tf.data`` pipeline of ((diffraction, positions), (placeholder, s·X, (s·X)²)).
+
+    Targets follow the autoencoder's outputs [object, amplitude, intensity]; the object has no loss
+    (training needs no ground truth), so its slot holds the amplitude as a free placeholder.
+
+    Training batches drop the remainder (fixed shapes: one XLA compilation) when there is at least one full
+    batch; shuffling is reshuffled every epoch from the op seed ``seed``.
+    """
+    diffraction = inputs["diffraction"][indices]
+    positions = inputs["positions"][indices]
+    data = tf.data.Dataset.from_tensor_slices((diffraction, positions))
+    if shuffle:
+        data = data.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+
+    def with_targets(d, p):
+        return {"diffraction": d, "positions": p}, (d, d, tf.square(d))
+
+    drop = shuffle and len(indices) >= batch_size
+    return data.batch(batch_size, drop_remainder=drop).map(with_targets).prefetch(tf.data.AUTOTUNE)
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Log one line per epoch (losses, learning rate, seconds) through ``logging``."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        values = " ".join(f"{k}={v:.6g}" for k, v in sorted(logs.items()) if k != "learning_rate")
+        logger.info("epoch %d: %s lr=%.3g (%.1f s)", epoch + 1, values, lr, time.perf_counter() - self._start)
+
+
+def _callbacks(config: TrainingConfig, has_validation: bool) -> list[keras.callbacks.Callback]:
+    monitor = "val_loss" if has_validation else "loss"
+    return [
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=config.lr_factor, patience=config.lr_patience,
+                                          min_lr=config.min_lr, verbose=0),
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience,
+                                      restore_best_weights=True, verbose=0),
+        keras.callbacks.TerminateOnNaN(),
+        EpochLogger(),
+    ]
+
+
+def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConfig,
+          history_path: Optional[str] = None, callbacks: Optional[Sequence[keras.callbacks.Callback]] = None) -> dict:
+    """Train ``autoencoder`` on ``dataset`` without ground truth; return the history dict.
+
+    The model is (re)compiled for ``config.loss`` ('nll': Poisson NLL on intensity; 'mae': MAE on amplitude)
+    with Adam(``config.learning_rate``) and ``jit_compile=config.jit_compile``. Its inputs are s·X with s the
+    model's own intensity scale. History (per-epoch lists plus ``epochs_run``) is written atomically as JSON
+    to ``history_path`` when given.
+    """
+    if not isinstance(config, TrainingConfig):
+        raise TypeError(f"config: expected TrainingConfig, got {type(config).__name__}")
+    if not isinstance(dataset, PtychoDataset):
+        raise TypeError(f"dataset: expected PtychoDataset, got {type(dataset).__name__}")
+    expected = tuple(autoencoder.inputs[0].shape[1:])
+    if tuple(dataset.X.shape[1:]) != expected:
+        raise ValueError(f"dataset: grouped diffraction has shape {dataset.X.shape[1:]}, the model expects {expected}")
+
+    compile_autoencoder(autoencoder, nll_weight=float(config.loss == "nll"), mae_weight=float(config.loss == "mae"),
+                        learning_rate=config.learning_rate, jit_compile=config.jit_compile)
+    inputs = model_inputs(dataset, get_intensity_scale(autoencoder))
+    train_idx, val_idx = split_indices(dataset.n_groups, config.validation_split, config.seed)
+    train_data = make_pipeline(inputs, train_idx, config.batch_size, shuffle=True, seed=config.seed)
+    val_data = make_pipeline(inputs, val_idx, config.batch_size, shuffle=False, seed=config.seed) if len(val_idx) else None
+
+    start = time.perf_counter()
+    fit = autoencoder.fit(train_data, validation_data=val_data, epochs=config.nepochs, verbose=config.verbose,
+                          callbacks=_callbacks(config, val_data is not None) + list(callbacks or []))
+    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    history["epochs_run"] = len(history.get("loss", []))
+    history["wall_time_s"] = time.perf_counter() - start
+    if history_path is not None:
+        write_json_atomic(history_path, history)
+    return history
+
+
+def write_json_atomic(path: str, payload: dict) -> None:
+    """Write ``payload`` as JSON to ``path`` via a temporary file and rename (non-finite floats -> null)."""
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(clean(payload), handle, indent=2, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,162 @@
+"""The model of SPEC §4: architecture, per-model weights, batch independence, physics, layers."""
+import numpy as np
+import pytest
+
+import keras
+
+from ptycho import model as ptycho_model
+from ptycho.model import create_model_with_gridsize, get_intensity_scale, get_probe
+
+
+def _inputs(rng, B, N, C):
+    d = rng.uniform(0, 4, (B, N, N, C)).astype(np.float32)
+    p = rng.uniform(-4, 4, (B, 1, 2, C)).astype(np.float32)
+    p -= p.mean(axis=-1, keepdims=True)
+    return {"diffraction": d, "positions": p}
+
+
+@pytest.mark.parametrize("gridsize, reference", [(1, 2_252_026), (2, 2_257_000)])
+def test_trainable_parameter_count_matches_reference(gridsize, reference):
+    ae, d2o = create_model_with_gridsize(gridsize, 64, intensity_scale=10.0)
+    count = sum(int(np.prod(w.shape)) for w in ae.trainable_weights)
+    assert count == reference
+    assert sum(int(np.prod(w.shape)) for w in d2o.trainable_weights) == reference  # shared encoder/decoders
+
+
+def test_filters_follow_spec():
+    assert ptycho_model.encoder_filters(64) == (64, 128, 256)
+    assert ptycho_model.encoder_filters(128) == (32, 64, 128, 256)
+    assert ptycho_model.decoder_filters(64) == (128, 64)
+    assert ptycho_model.decoder_filters(128) == (256, 128, 64)
+
+
+def test_probe_and_scale_are_tracked_weights():
+    probe = np.full((64, 64), 0.3 + 0.1j, np.complex64)
+    ae, d2o = create_model_with_gridsize(1, 64, intensity_scale=12.5, probe=probe)
+    names = {w.path for w in ae.weights}
+    assert {"probe/probe_real", "probe/probe_imag", "intensity_scale/log_intensity_scale"} <= names
+    assert "intensity_scale/log_intensity_scale" in {w.path for w in d2o.weights}
+    assert {w.path for w in ae.non_trainable_weights} >= {"probe/probe_real", "intensity_scale/log_intensity_scale"}
+    np.testing.assert_allclose(get_probe(ae), probe)
+    assert get_intensity_scale(d2o) == pytest.approx(12.5, rel=1e-6)
+
+    # The weights are what the graph uses: doubling the probe doubles the predicted amplitude.
+    inputs = _inputs(np.random.default_rng(0), 2, 64, 1)
+    amp = ae.predict(inputs, verbose=0)[1]
+    ae.get_layer("probe").set_probe(2 * probe)
+    np.testing.assert_allclose(ae.predict(inputs, verbose=0)[1], 2 * amp, rtol=1e-4, atol=1e-4)
+
+
+def test_probe_and_scale_can_be_made_trainable():
+    ae, _ = create_model_with_gridsize(1, 64, intensity_scale=3.0, probe_trainable=True,
+                                       intensity_scale_trainable=True)
+    trainable = {w.path for w in ae.trainable_weights}
+    assert {"probe/probe_real", "intensity_scale/log_intensity_scale"} <= trainable
+
+
+def test_intensity_scale_is_per_model():
+    """Two models built in one process keep their own s; the output amplitude scales with it."""
+    rng = np.random.default_rng(1)
+    ae_a, _ = create_model_with_gridsize(2, 64, intensity_scale=100.0, seed=7)
+    ae_b, _ = create_model_with_gridsize(2, 32, intensity_scale=3.0, seed=7)
+    ae_c, _ = create_model_with_gridsize(2, 64, intensity_scale=25.0, seed=7)
+    assert get_intensity_scale(ae_a) == pytest.approx(100.0, rel=1e-6)
+    assert get_intensity_scale(ae_b) == pytest.approx(3.0, rel=1e-6)
+    assert get_intensity_scale(ae_c) == pytest.approx(25.0, rel=1e-6)
+
+    inputs = _inputs(rng, 2, 64, 4)
+    x_over_s = inputs["diffraction"] / 100.0
+    amp_a = ae_a.predict(inputs, verbose=0)[1]
+    amp_c = ae_c.predict({"diffraction": x_over_s * 25.0, "positions": inputs["positions"]}, verbose=0)[1]
+    # Same network input d/s, same weights: amplitudes differ exactly by the ratio of the scales.
+    np.testing.assert_allclose(amp_a, amp_c * 4.0, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_is_batch_independent():
+    """gridsize 2, 40 groups (B·C = 160 >= 64): batch_size 16, 40 and one-at-a-time agree to 1e-5."""
+    rng = np.random.default_rng(2)
+    ae, d2o = create_model_with_gridsize(2, 64, intensity_scale=30.0, seed=1)
+    inputs = _inputs(rng, 40, 64, 4)
+    out16 = d2o.predict(inputs, batch_size=16, verbose=0)
+    out40 = d2o.predict(inputs, batch_size=40, verbose=0)
+    np.testing.assert_allclose(out16, out40, atol=1e-5)
+    for i in (0, 17, 39):
+        alone = d2o.predict({k: v[i:i + 1] for k, v in inputs.items()}, batch_size=1, verbose=0)
+        np.testing.assert_allclose(alone[0], out40[i], atol=1e-5)
+    amp_all = ae.predict(inputs, batch_size=40, verbose=0)[1]
+    amp_one = ae.predict({k: v[5:6] for k, v in inputs.items()}, batch_size=1, verbose=0)[1]
+    np.testing.assert_allclose(amp_one[0], amp_all[5], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [16, 32])
+def test_train_on_batch_works(batch):
+    rng = np.random.default_rng(batch)
+    ae, _ = create_model_with_gridsize(2, 64, intensity_scale=30.0, seed=2)
+    inputs = _inputs(rng, batch, 64, 4)
+    targets = [None, inputs["diffraction"], inputs["diffraction"] ** 2]
+    before = [w.numpy().copy() for w in ae.trainable_weights[:2]]
+    loss = ae.train_on_batch(inputs, targets, return_dict=True)["loss"]
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, ae.trainable_weights[:2]))
+
+
+def test_object_output_is_zero_outside_the_union_of_windows():
+    """gridsize 1: the object is nonzero only on the central N/2 window."""
+    ae, d2o = create_model_with_gridsize(1, 64, intensity_scale=10.0)
+    obj = d2o.predict(_inputs(np.random.default_rng(3), 2, 64, 1), verbose=0)
+    assert obj.dtype == np.complex64 and obj.shape == (2, 64, 64, 1)
+    assert np.abs(obj[:, :16]).max() == 0 and np.abs(obj[:, 48:]).max() == 0
+    assert np.abs(obj[:, 17:47, 17:47]).min() > 0
+    # amplitude_max·sigmoid bounds the amplitude; the window divides by (1 + 1e-3).
+    assert np.abs(obj).max() < 2.0
+
+
+LAYER_CASES = [
+    (ptycho_model.IntensityScale, {"initial_scale": 4.0}, [np.ones((2, 8, 8, 1), np.float32)]),
+    (ptycho_model.FirstChannels, {"n": 3}, [np.ones((2, 4, 4, 5), np.float32)]),
+    (ptycho_model.ComplexPatches, {"N": 8, "amplitude_max": 2.0},
+     [np.zeros((2, 4, 4, 1), np.float32), np.zeros((2, 4, 4, 1), np.float32)]),
+    (ptycho_model.CentreCrop, {"N": 8}, [np.ones((2, 12, 12, 1), np.complex64)]),
+    (ptycho_model.ProbeIllumination, {"N": 8}, [np.ones((2, 8, 8, 4), np.complex64)]),
+    (ptycho_model.FarFieldAmplitude, {}, [np.ones((2, 8, 8, 4), np.complex64)]),
+    (ptycho_model.Square, {}, [np.full((2, 3, 3, 1), 3.0, np.float32)]),
+    (ptycho_model.MergeGroup, {"N": 8, "C": 4, "padded_size": 14},
+     [np.ones((2, 8, 8, 4), np.complex64), np.zeros((2, 1, 2, 4), np.float32)]),
+    (ptycho_model.ExtractGroup, {"N": 8, "C": 4},
+     [np.ones((2, 14, 14, 1), np.complex64), np.zeros((2, 1, 2, 4), np.float32)]),
+]
+
+
+@pytest.mark.parametrize("cls, config, args", LAYER_CASES, ids=[c[0].__name__ for c in LAYER_CASES])
+def test_layer_contract(cls, config, args, tmp_path):
+    """run_layer_test-style: config round trip, symbolic and eager calls agree, .keras save/load."""
+    layer = cls(**config)
+    clone = cls.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    symbolic = [keras.Input(a.shape[1:], dtype=str(a.dtype)) for a in args]
+    out = layer(*symbolic)
+    eager = layer(*args)
+    assert tuple(out.shape[1:]) == tuple(eager.shape[1:])
+    assert str(out.dtype) == str(eager.dtype)
+    model = keras.Model(symbolic, out)
+    path = tmp_path / "layer.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(np.asarray(loaded(args)), np.asarray(model(args)), rtol=1e-6)
+
+
+def test_layer_values():
+    """Closed forms for the simple layers."""
+    x = np.full((1, 4, 4, 1), 6.0, np.float32)
+    scaler = ptycho_model.IntensityScale(3.0)
+    np.testing.assert_allclose(scaler(x), 18.0, rtol=1e-6)
+    np.testing.assert_allclose(scaler(x, inverse=True), 2.0, rtol=1e-6)
+    patches = ptycho_model.ComplexPatches(8, amplitude_max=2.0)(np.zeros((1, 4, 4, 1), np.float32),
+                                                                np.zeros((1, 4, 4, 1), np.float32))
+    expected = np.zeros((1, 8, 8, 1), np.complex64)
+    expected[:, 2:6, 2:6] = 1.0  # 2·sigmoid(0)·exp(iπ·tanh 0)
+    np.testing.assert_allclose(patches, expected, atol=1e-7)
+    field = np.random.default_rng(0).normal(size=(2, 8, 8, 3)) + 1j * np.random.default_rng(1).normal(size=(2, 8, 8, 3))
+    amp = ptycho_model.FarFieldAmplitude()(field.astype(np.complex64))
+    ref = np.abs(np.fft.fftshift(np.fft.fft2(field, axes=(1, 2), norm="ortho"), axes=(1, 2)))
+    np.testing.assert_allclose(amp, ref, rtol=1e-4, atol=1e-5)
