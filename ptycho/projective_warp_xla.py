@@ -193,8 +193,9 @@ def translate_xla(images, translations, interpolation="bilinear", use_jit=True):
     translations : (Bt, 2) real, ``[dx, dy]`` in pixels; ``Bt == B``, ``Bt == 1`` or ``B == Bt*C'``
         (image i uses shift ``i // C'``). Positive dx moves content right, positive dy moves it down.
     interpolation : 'bilinear' | 'nearest' (zero fill per interpolation tap).
-    use_jit : run the kernel inside ``tf.function(jit_compile=True)``; ``False`` runs the same ops
-        without XLA (they agree to 1e-6 relative).
+    use_jit : when called eagerly, run the kernel inside ``tf.function(jit_compile=True)``; ``False``
+        runs the same ops without XLA (they agree to 1e-6 relative). Inside a traced function the
+        kernel is inlined, so the enclosing ``tf.function``/Keras ``jit_compile`` setting applies.
 
     Returns (B, H, W, C), the dtype of ``images``. Differentiable in ``images`` and ``translations``.
     Raises ValueError for bad ranks/dtypes/batch sizes (InvalidArgumentError when batch sizes are only
@@ -202,6 +203,9 @@ def translate_xla(images, translations, interpolation="bilinear", use_jit=True):
     """
     images, translations = validate_translate_args(images, translations, interpolation, "translate_xla")
     shifts = broadcast_translations(images, translations, "translate_xla")
-    if use_jit:
+    if use_jit and tf.executing_eagerly():
         return _JIT_KERNELS[interpolation](images, shifts)
+    # Inside a traced graph the kernel is inlined and the enclosing compilation decides (a Keras model
+    # compiled with jit_compile=True compiles it with XLA). A nested jit function there would be
+    # re-compiled on every call once differentiated (ledger XLA-NESTED-JIT-RECOMPILE-001).
     return translate_kernel(images, shifts, interpolation)
