@@ -32,6 +32,9 @@ MIN_SIDE = 16
 MIN_CROPPED_SIDE = 11
 #: Default border (pixels) dropped on every side after alignment.
 DEFAULT_CROP = 4
+#: Largest registration shift (px) accepted; a larger one means registration failed (a poor
+#: reconstruction) and no shift is applied. Reconstruction and truth share a grid by construction.
+DEFAULT_MAX_SHIFT = 8.0
 #: Phase offsets (rad) and relative amplitude rescales below this are round-off and not applied,
 #: so that identical images stay bit-identical (MAE 0, PSNR inf).
 ROUND_OFF = 1e-12
@@ -49,6 +52,7 @@ class Alignment:
     border : int, pixels dropped on every side.
     phase_offset : radians added to the reconstruction's phase (global offset removal).
     phase_plane  : (gy, gx) radians/pixel of the phase ramp added (0, 0 unless requested).
+    registration_rejected : True if the shift found exceeded ``max_shift`` and none was applied.
     """
 
     recon: np.ndarray
@@ -57,6 +61,7 @@ class Alignment:
     border: int
     phase_offset: float
     phase_plane: tuple[float, float]
+    registration_rejected: bool = False
 
 
 # ----------------------------------------------------------------------------- validation
@@ -211,7 +216,7 @@ def _border(shift, crop: int) -> int:
 
 
 def align(recon, truth, upsample_factor: int = 20, remove_phase_plane: bool = False,
-          crop: int = 0, refine: bool = True) -> Alignment:
+          crop: int = 0, refine: bool = True, max_shift: float = DEFAULT_MAX_SHIFT) -> Alignment:
     """Register ``recon`` to ``truth`` and remove the global phase offset and amplitude scale.
 
     recon, truth : (H, W) complex (or real), same shape, finite, at least 16×16.
@@ -221,6 +226,8 @@ def align(recon, truth, upsample_factor: int = 20, remove_phase_plane: bool = Fa
     crop : int, minimum border (px) dropped on every side after the shift. The border actually
         dropped is ``max(crop, ceil(max|shift|))`` so that no pixel invalidated by the shift is kept;
         the phase offset, phase plane and amplitude scale are estimated on the cropped images.
+    max_shift : px; a registration shift larger than this (in either axis) is rejected: no shift is
+        applied and ``registration_rejected`` is set (registration of a poor reconstruction is noise).
 
     Returns an :class:`Alignment` (registered recon, equally cropped truth, shift (dy, dx) applied to
     recon, border). Amplitude scale: ``recon`` is multiplied by mean|truth| / mean|recon| (left as is if
@@ -228,6 +235,9 @@ def align(recon, truth, upsample_factor: int = 20, remove_phase_plane: bool = Fa
     """
     recon, truth = _as_pair(recon, truth, ("recon", "truth"), MIN_SIDE)
     shift = register(recon, truth, upsample_factor, refine)
+    rejected = bool(np.max(np.abs(shift)) > max_shift)
+    if rejected:
+        shift = np.zeros(2)
     border = _border(shift, crop)
     if min(truth.shape) - 2 * border < MIN_CROPPED_SIDE:
         raise ValueError(f"crop: border {border} px leaves less than {MIN_CROPPED_SIDE} px of a "
@@ -246,7 +256,7 @@ def align(recon, truth, upsample_factor: int = 20, remove_phase_plane: bool = Fa
     mean_amp = np.mean(np.abs(moved))
     if mean_amp > 0 and abs(np.mean(np.abs(truth)) / mean_amp - 1.0) > ROUND_OFF:
         moved = moved * (np.mean(np.abs(truth)) / mean_amp)
-    return Alignment(moved, truth, shift, border, offset, plane)
+    return Alignment(moved, truth, shift, border, offset, plane, rejected)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -351,7 +361,8 @@ def _phase_range(phase_truth: np.ndarray) -> float:
 
 
 def evaluate(recon, truth, crop: int = DEFAULT_CROP, upsample_factor: int = 20,
-             remove_phase_plane: bool = False, refine: bool = True) -> dict:
+             remove_phase_plane: bool = False, refine: bool = True,
+             max_shift: float = DEFAULT_MAX_SHIFT) -> dict:
     """Align ``recon`` to ``truth`` (:func:`align`) and compare amplitude and phase.
 
     recon, truth : (H, W) complex, same shape and object region, finite, at least 16×16.
@@ -359,7 +370,7 @@ def evaluate(recon, truth, crop: int = DEFAULT_CROP, upsample_factor: int = 20,
         ceil(max|shift|) is always dropped).
 
     Returns a dict with exactly the float keys of :data:`METRIC_KEYS` plus ``shift`` = [dy, dx] (px,
-    applied to recon). PSNR and SSIM peaks: the truth's amplitude range (1.0 if the truth amplitude is
+    applied to recon) and ``registration_rejected`` (bool, see :func:`align`). PSNR and SSIM peaks: the truth's amplitude range (1.0 if the truth amplitude is
     constant); for phase the truth's phase
     range, or 2π when the truth phase is constant (e.g. the default lines object). Phase images are
     compared as ``φ_truth`` vs ``φ_truth + wrap(φ_recon − φ_truth)`` after offset removal. A perfect
@@ -369,7 +380,7 @@ def evaluate(recon, truth, crop: int = DEFAULT_CROP, upsample_factor: int = 20,
     truth = _as_image(truth, "truth", MIN_SIDE)
     if recon.shape != truth.shape:
         raise ValueError(f"recon and truth: shapes differ, {recon.shape} vs {truth.shape}")
-    aligned = align(recon, truth, upsample_factor, remove_phase_plane, crop, refine)
+    aligned = align(recon, truth, upsample_factor, remove_phase_plane, crop, refine, max_shift)
     amp_r, amp_t = np.abs(aligned.recon), np.abs(aligned.truth)
     ph_t = np.angle(aligned.truth)
     ph_r = ph_t + wrap_phase(np.angle(aligned.recon) - ph_t)
@@ -385,4 +396,5 @@ def evaluate(recon, truth, crop: int = DEFAULT_CROP, upsample_factor: int = 20,
         "amplitude_frc50": frc50(amp_r, amp_t),
         "phase_frc50": frc50(ph_r, ph_t),
         "shift": [float(aligned.shift[0]), float(aligned.shift[1])],
+        "registration_rejected": aligned.registration_rejected,
     }

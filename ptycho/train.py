@@ -112,6 +112,7 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
 
     start = time.perf_counter()
     fit = autoencoder.fit(train_data, validation_data=val_data, epochs=config.nepochs, verbose=config.verbose,
+                          shuffle=False,  # the pipeline shuffles, seeded
                           callbacks=_callbacks(config, val_data is not None) + list(callbacks or []))
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     history["epochs_run"] = len(history.get("loss", []))

@@ -28,7 +28,7 @@ def obj():
 def test_identical_images_give_perfect_metrics(obj):
     """MAE 0, SSIM 1, PSNR inf (IEEE infinity, documented), FRC ≡ 1 and FRC50 at Nyquist."""
     result = ev.evaluate(obj, obj)
-    assert set(result) == set(ev.METRIC_KEYS) | {"shift"}
+    assert set(result) == set(ev.METRIC_KEYS) | {"shift", "registration_rejected"}
     assert result["shift"] == [0.0, 0.0]
     for part in ("amplitude", "phase"):
         assert result[f"{part}_mae"] == 0.0
@@ -219,3 +219,16 @@ def test_bad_parameters_are_rejected(obj):
         ev.psnr(np.ones((16, 16)), np.ones((16, 16)))
     with pytest.raises(ValueError, match=r"a: must be real"):
         ev.psnr(obj, np.abs(obj))
+
+
+def test_implausible_registration_shift_is_rejected_not_fatal():
+    """A reconstruction unrelated to the truth gives metrics (poor ones), never a crash or a wild shift."""
+    rng = np.random.default_rng(11)
+    truth = (1.0 + rng.random((84, 88))).astype(np.complex64)
+    recon = np.zeros_like(truth)
+    recon[5:20, 60:80] = 1.0  # one bright block far from anything in the truth
+    result = ev.evaluate(recon, truth, max_shift=2.0)
+    assert result["registration_rejected"] is True and result["shift"] == [0.0, 0.0]
+    assert result["amplitude_ssim"] < 0.2
+    good = ev.evaluate(truth, truth)
+    assert good["registration_rejected"] is False and good["amplitude_ssim"] == pytest.approx(1.0)
