@@ -34,7 +34,7 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._t)
 
 
-def main(n_groups: int = 512, batch: int = 16, epochs: int = 4, predict_repeats: int = 5) -> dict:
+def main(n_groups: int = 256, batch: int = 16, epochs: int = 3, predict_repeats: int = 5) -> dict:
     data = simulate_dataset(SimulationConfig(N=64, gridsize=2, n_positions=n_groups, nphotons=1e9, seed=0))
     ae, d2o = create_model_with_gridsize(2, 64, probe=data.probe, intensity_scale=data.intensity_scale, seed=0)
     compile_autoencoder(ae, nll_weight=1.0, mae_weight=0.0, jit_compile=True)
