@@ -114,7 +114,7 @@ def test_metrics_json_records_each_arm(failed_study):
     failed = metrics["arms"]["low_mae"]
     assert failed["status"] == "failed" and failed["error"] == "RuntimeError: boom in low_mae"
     assert (failed["nphotons"], failed["loss"]) == (1e4, "mae")
-    assert metrics["config"]["nepochs"] == 2 and metrics["config"]["n_train"] == 512
+    assert metrics["config"]["nepochs"] == 2 and metrics["config"]["n_train"] == dose.PRESETS["quick"]["n_train"]
     assert metrics["versions"]["numpy"] == np.__version__
 
 
@@ -394,7 +394,7 @@ def test_arms_share_object_positions_and_same_dose_noise(tmp_path):
     assert sims["high_nll", "train"].noise_seed != sims["high_nll", "test"].noise_seed
     sim = sims["high_nll", "train"]
     assert (sim.N, sim.gridsize, sim.object_size, sim.buffer, sim.scan, sim.n_positions, sim.n_groups) == (
-        64, 2, 128, 15.0, "random", 512, 512)
+        64, 2, 128, 15.0, "random", dose.PRESETS["quick"]["n_train"], dose.PRESETS["quick"]["n_train"])
     assert config.training_config("low_mae").loss == "mae" and config.training_config("low_nll").loss == "nll"
     other = StudyConfig(output_dir=tmp_path, seed=1).simulation_config("high_nll", "train")
     assert other.seed != sim.seed and other.noise_seed != sim.noise_seed
