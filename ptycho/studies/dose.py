@@ -80,7 +80,7 @@ DOSES: dict[str, float] = {"high": 1e9, "low": 1e4}
 #: Settings a preset fixes; any of them given explicitly (CLI flag or keyword) overrides the preset.
 #: 'quick' values are tentative until the model's throughput on the target machine is measured.
 PRESETS: dict[str, dict[str, int]] = {
-    "quick": {"n_train": 256, "n_test": 128, "nepochs": 6, "batch_size": 16},
+    "quick": {"n_train": 256, "n_test": 128, "nepochs": 10, "batch_size": 16},
     "paper": {"n_train": 2000, "n_test": 128, "nepochs": 50, "batch_size": 16},
 }
 DEFAULT_PRESET = "quick"
