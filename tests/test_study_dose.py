@@ -410,3 +410,11 @@ def test_uncovered_pixels_are_masked_in_figures(failed_study):
     shown = fig.axes[2].get_images()[0].get_array()
     np.testing.assert_array_equal(np.ma.getmaskarray(shown), ~coverage)
     np.testing.assert_allclose(shown.data, np.abs(arm.reconstruction), rtol=1e-6)
+
+
+def test_every_arm_trains_the_same_epoch_budget(tmp_path):
+    """Early stopping must not give arms unequal budgets (it cut three arms at the flat-object plateau)."""
+    config = StudyConfig(output_dir=tmp_path, nepochs=7)
+    for arm in ARM_NAMES:
+        training = config.training_config(arm)
+        assert training.nepochs == 7 and training.early_stopping_patience >= training.nepochs

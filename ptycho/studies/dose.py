@@ -89,7 +89,7 @@ DEFAULT_OUTPUT_DIR = "runs/dose_response"
 #: Files that make an arm complete; the per-arm metrics file is written last.
 ARM_FILES = ("wts.h5.zip", "history.json", "reconstruction.npz", "metrics.json")
 #: Bumped when the meaning of stored outputs changes, so old outputs are not reused.
-OUTPUT_FORMAT_VERSION = 1
+OUTPUT_FORMAT_VERSION = 2
 #: Training split reserved for validation (TrainingConfig default); n_train must leave >= 1 sample.
 VALIDATION_SPLIT = 0.05
 #: Smallest side (px) of the evaluated crop (ptycho.evaluation needs 16).
@@ -211,9 +211,15 @@ class StudyConfig:
         )
 
     def training_config(self, arm: str) -> TrainingConfig:
-        """The TrainingConfig of ``arm`` (its loss; epochs, batch size and seed from the study)."""
+        """The TrainingConfig of ``arm`` (its loss; epochs, batch size and seed from the study).
+
+        Every arm trains the same number of epochs: early stopping's patience is the epoch budget, so
+        an arm is not cut at the uniform-object plateau while another trains on (ledger
+        STUDY-EQUAL-BUDGET-001). The learning-rate schedule (ReduceLROnPlateau) still applies.
+        """
         return TrainingConfig(nepochs=self.nepochs, batch_size=self.batch_size, loss=ARMS[arm][1],
-                              validation_split=VALIDATION_SPLIT, seed=self.seed, verbose=self.keras_verbose)
+                              validation_split=VALIDATION_SPLIT, seed=self.seed, verbose=self.keras_verbose,
+                              early_stopping_patience=self.nepochs)
 
     def arm_fingerprint(self, arm: str) -> dict[str, Any]:
         """Everything that determines ``arm``'s outputs; stored outputs are reused only if it matches."""
