@@ -30,7 +30,8 @@ import tensorflow as tf
 from ptycho import params
 from ptycho.config import ModelConfig
 from ptycho.probe import get_default_probe, normalize_probe
-from ptycho.tf_helper import _flat_to_channel, _reassemble_patches_position_real, extract_patches_position
+from ptycho.tf_helper import (_flat_to_channel, _reassemble_patches_position_real, extract_patches_position,
+                              should_use_xla)
 
 logger = logging.getLogger(__name__)
 
@@ -127,26 +128,30 @@ class MergeGroup(keras.layers.Layer):
 
     Inputs: patches (B, N, N, C) complex64 (zero outside the central N/2 window), positions
     (B, 1, 2, C) float32 ``coords_relative``. Output (B, P, P, 1) complex64. One canvas per group.
+    ``use_xla`` picks the translation path at construction; ``call`` reads no global state.
     """
 
-    def __init__(self, N: int, C: int, padded_size: int, **kwargs):
+    def __init__(self, N: int, C: int, padded_size: int, use_xla: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.N, self.C, self.padded_size = int(N), int(C), int(padded_size)
+        self.N, self.C, self.padded_size, self.use_xla = int(N), int(C), int(padded_size), bool(use_xla)
 
     def call(self, patches, positions):
         window = np.zeros((1, self.N, self.N, self.C), np.float32)
         quarter = self.N // 4
         window[:, quarter: self.N - quarter, quarter: self.N - quarter, :] = 1.0
         windows = tf.broadcast_to(tf.constant(window), tf.concat([tf.shape(positions)[:1], window.shape[1:]], 0))
-        canvas = _reassemble_patches_position_real(patches, positions, agg=True, padded_size=self.padded_size)
-        count = _reassemble_patches_position_real(windows, positions, agg=True, padded_size=self.padded_size)
+        canvas = _reassemble_patches_position_real(patches, positions, agg=True, padded_size=self.padded_size,
+                                                   use_xla=self.use_xla)
+        count = _reassemble_patches_position_real(windows, positions, agg=True, padded_size=self.padded_size,
+                                                  use_xla=self.use_xla)
         return canvas / tf.cast(count + _WINDOW_EPS, canvas.dtype)
 
     def compute_output_spec(self, patches, positions):
         return keras.KerasTensor((patches.shape[0], self.padded_size, self.padded_size, 1), dtype="complex64")
 
     def get_config(self):
-        return {**super().get_config(), "N": self.N, "C": self.C, "padded_size": self.padded_size}
+        return {**super().get_config(), "N": self.N, "C": self.C, "padded_size": self.padded_size,
+                "use_xla": self.use_xla}
 
 
 @_SERIALIZABLE
@@ -173,21 +178,22 @@ class ExtractGroup(keras.layers.Layer):
     """Re-extract the C patches of a group from its canvas (the adjoint of the merge's translation).
 
     Inputs: canvas (B, P, P, 1) complex64, positions (B, 1, 2, C). Output (B, N, N, C) complex64.
+    ``use_xla`` picks the translation path at construction; ``call`` reads no global state.
     """
 
-    def __init__(self, N: int, C: int, **kwargs):
+    def __init__(self, N: int, C: int, use_xla: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.N, self.C = int(N), int(C)
+        self.N, self.C, self.use_xla = int(N), int(C), bool(use_xla)
 
     def call(self, canvas, positions):
-        flat = extract_patches_position(canvas, positions, self.N)
+        flat = extract_patches_position(canvas, positions, self.N, use_xla=self.use_xla)
         return _flat_to_channel(flat, self.C)
 
     def compute_output_spec(self, canvas, positions):
         return keras.KerasTensor((canvas.shape[0], self.N, self.N, self.C), dtype="complex64")
 
     def get_config(self):
-        return {**super().get_config(), "N": self.N, "C": self.C}
+        return {**super().get_config(), "N": self.N, "C": self.C, "use_xla": self.use_xla}
 
 
 @_SERIALIZABLE
@@ -389,7 +395,9 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
     if not (isinstance(scale, (int, float, np.floating)) and math.isfinite(scale) and scale > 0):
         raise ValueError(f"intensity_scale: must be a finite number > 0, got {scale!r}")
 
-    autoencoder, diffraction_to_obj = build_models(config, probe_array, float(scale), seed=seed)
+    # The legacy XLA switch (params.cfg / USE_XLA_TRANSLATE) is read once, here, and fixed in the layers.
+    autoencoder, diffraction_to_obj = build_models(config, probe_array, float(scale), seed=seed,
+                                                   use_xla=should_use_xla())
     nll = _resolve("nll_weight", nll_weight)
     mae = _resolve("mae_weight", mae_weight)
     compile_autoencoder(autoencoder, nll_weight=params.DEFAULTS["nll_weight"] if nll is None else nll,
@@ -400,8 +408,12 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
     return autoencoder, diffraction_to_obj
 
 
-def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float, seed: int = 0):
-    """Build the two (uncompiled) models of SPEC §4 from an explicit config, probe and scale."""
+def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float, seed: int = 0,
+                 use_xla: bool = True):
+    """Build the two (uncompiled) models of SPEC §4 from an explicit config, probe and scale.
+
+    ``use_xla`` selects the translation path of the merge/extract layers (fixed in their config).
+    """
     init = _SeededInit(seed)
     N, C, P = config.N, config.C, config.P
     diffraction = keras.Input((N, N, C), name="diffraction", dtype="float32")
@@ -413,10 +425,10 @@ def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float,
     amplitude_logits = _decoder(features, dec, C, "dec_amp", init)
     phase_logits = _decoder(features, dec, C, "dec_phase", init)
     patches = ComplexPatches(N, config.object_amplitude_max, name="object_patches")(amplitude_logits, phase_logits)
-    canvas = MergeGroup(N, C, P, name="merge_group")(patches, positions)
+    canvas = MergeGroup(N, C, P, use_xla=use_xla, name="merge_group")(patches, positions)
     obj = CentreCrop(N, name="object")(canvas)
     illuminated = ProbeIllumination(N, trainable=config.probe_trainable, name="probe")(
-        ExtractGroup(N, C, name="extract_group")(canvas, positions))
+        ExtractGroup(N, C, use_xla=use_xla, name="extract_group")(canvas, positions))
     amplitude = scaler(FarFieldAmplitude(name="far_field")(illuminated))
     amplitude = keras.layers.Identity(name="amplitude")(amplitude)
     intensity = Square(name="intensity")(amplitude)

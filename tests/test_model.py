@@ -190,3 +190,21 @@ def test_model_physics_reproduces_simulator_amplitudes():
     peak = simulated.max()
     np.testing.assert_allclose(model_amp, simulated, atol=1e-4 * peak)
     assert np.abs(model_amp - simulated).max() < 1e-4 * peak
+
+
+def test_layers_read_no_global_state_and_xla_switch_keeps_semantics(legacy_cfg, monkeypatch):
+    """The XLA switch is read once at build time; both paths predict the same object."""
+    rng = np.random.default_rng(4)
+    inputs = _inputs(rng, 3, 64, 4)
+    monkeypatch.delenv("USE_XLA_TRANSLATE", raising=False)
+    legacy_cfg["use_xla_translate"] = False
+    _, d2o_core = create_model_with_gridsize(2, 64, intensity_scale=20.0, seed=5, jit_compile=False)
+    legacy_cfg["use_xla_translate"] = True
+    ae_xla, d2o_xla = create_model_with_gridsize(2, 64, intensity_scale=20.0, seed=5, jit_compile=False)
+    assert d2o_core.get_layer("merge_group").get_config()["use_xla"] is False
+    assert ae_xla.get_layer("extract_group").get_config()["use_xla"] is True
+    # A value should_use_xla() rejects: any layer that consulted it while predicting would raise.
+    legacy_cfg["use_xla_translate"] = "not-a-bool"
+    out_core = d2o_core.predict(inputs, verbose=0)
+    out_xla = d2o_xla.predict(inputs, verbose=0)
+    np.testing.assert_allclose(out_core, out_xla, atol=1e-5)
