@@ -146,3 +146,26 @@ def test_object_patches_validates():
         physics.object_patches(np.ones((5, 5)), [1.0, 2.0], [1.0], 4)
     with pytest.raises(ValueError, match="xcoords"):
         physics.object_patches(np.ones((5, 5)), [np.nan], [1.0], 4)
+
+
+def test_real_exit_waves_give_centrosymmetric_patterns():
+    """The default probe is real and the default lines object has zero phase, so each exit wave is real and
+    its pattern obeys A(k) = A(-k): one pattern cannot tell the object patch from its point reflection
+    about the probe centre (the twin image; ledger TWIN-IMAGE-001). A smooth object phase breaks the symmetry.
+    """
+    N = 64
+    probe = normalize_probe(get_default_probe(N, fmt="np"), 4.0)
+    x = np.array([40.3, 64.0, 87.6])
+    y = np.array([52.1, 70.5, 61.0])
+
+    def patterns(phase):
+        obj = lines_object(128, 100, np.random.default_rng(3), phase=phase)
+        return physics.far_field_amplitude(physics.illuminate(probe, physics.object_patches(obj, x, y, N)))
+
+    def reflected(amps):  # index N/2 + k -> N/2 - k, i.e. i -> (N - i) mod N
+        return np.roll(amps[:, ::-1, ::-1], 1, axis=(1, 2))
+
+    real = patterns(phase=False)
+    assert np.abs(real - reflected(real)).max() < 1e-5 * real.max()
+    complex_ = patterns(phase=True)
+    assert np.abs(complex_ - reflected(complex_)).max() > 1e-2 * complex_.max()
