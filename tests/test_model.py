@@ -286,3 +286,50 @@ def test_model_forward_layers_and_nll_identify_the_object():
         step(tf.constant(rng.choice(data.n_positions, batch, replace=False)))
     assert np.corrcoef(amplitude(), truth)[0, 1] > 0.99
     assert np.abs(amplitude() - truth).mean() < 0.05 * flat_error
+
+
+def test_nll_gradient_at_a_twin_symmetric_estimate_is_twin_symmetric():
+    """Why a network that first fits a near-uniform object is slow to leave it (ledger TWIN-IMAGE-001).
+
+    With the real default probe, centred at ((N-1)/2, (N-1)/2), one pattern's loss is unchanged by the twin
+    map T(o) = conj(o reflected about the probe centre). So at a T-symmetric estimate — a uniform object is
+    one — the gradient of the Poisson NLL through the model's probe, far-field and scale layers is T-symmetric
+    as well, whatever (asymmetric) object made the counts: gradient steps cannot prefer the object to its twin.
+    At an asymmetric estimate the gradient is asymmetric (the control that lets this test fail).
+    """
+    import tensorflow as tf
+
+    from ptycho.losses import poisson_nll
+    from ptycho.objects import lines_object
+    from ptycho.probe import get_default_probe, normalize_probe
+
+    N = 64
+    probe_array = normalize_probe(get_default_probe(N, fmt="np"), 4.0)
+    ae, _ = create_model_with_gridsize(1, N, probe=probe_array, intensity_scale=30.0)
+    probe, far_field, scale = (ae.get_layer(n) for n in ("probe", "far_field", "intensity_scale"))
+
+    def twin(o):  # (N, N) complex: conj of the point reflection about pixel ((N-1)/2, (N-1)/2)
+        return np.conj(o[::-1, ::-1])
+
+    def intensity(o):
+        return tf.square(scale(far_field(probe(tf.reshape(o, (1, N, N, 1))))))
+
+    truth = lines_object(N, 20, np.random.default_rng(1), phase=True)
+    counts = intensity(tf.constant(truth)).numpy()
+    assert np.abs(truth - twin(truth)).max() > 0.1  # the data come from an object that is not its own twin
+
+    def gradient(estimate):
+        estimate = tf.Variable(tf.constant(estimate, tf.complex64))
+        with tf.GradientTape() as tape:
+            loss = poisson_nll(counts, intensity(estimate))
+        return tape.gradient(loss, estimate).numpy()
+
+    rng = np.random.default_rng(2)
+    asymmetric = (1.0 + 0.3 * rng.standard_normal((N, N)) + 0.3j * rng.standard_normal((N, N))).astype(np.complex64)
+    symmetric = 0.5 * (asymmetric + twin(asymmetric))
+    for estimate in (symmetric, np.ones((N, N), np.complex64)):
+        g = gradient(estimate)
+        assert np.abs(g).max() > 0  # the estimate is not a minimum
+        assert np.abs(g - twin(g)).max() < 1e-4 * np.abs(g).max()
+    g = gradient(asymmetric)
+    assert np.abs(g - twin(g)).max() > 0.1 * np.abs(g).max()
