@@ -30,6 +30,8 @@ from typing import Optional
 
 import numpy as np
 
+from ptycho.grouping import group_positions
+
 
 def _fail(field: str, message: str) -> None:
     raise ValueError(f"PtychoDataset.{field}: {message}")
@@ -312,7 +314,7 @@ def load_npz(path, gridsize: int = 1, K: int = 7, n_groups: Optional[int] = None
 
     Groups: the stored ``group_indices`` are used when their C equals gridsize² and ``n_groups`` is None
     or equals their count; otherwise positions are regrouped with
-    ``simulate.group_positions(x, y, gridsize, K, n_groups, numpy.random.default_rng(seed))``.
+    ``grouping.group_positions(x, y, gridsize, K, n_groups, numpy.random.default_rng(seed))``.
     ``nphotons`` (if given) overrides the stored value.
 
     Raises ``ValueError`` naming the file and the key for any malformed content; nothing is unpickled.
@@ -329,10 +331,15 @@ def load_npz(path, gridsize: int = 1, K: int = 7, n_groups: Optional[int] = None
         fields = _read_arrays(npz, path)
     groups = fields.pop("group_indices")
     if groups is None or groups.shape[1] != gridsize ** 2 or (n_groups is not None and n_groups != groups.shape[0]):
-        from ptycho.simulate import group_positions
-
-        groups = group_positions(fields["xcoords"], fields["ycoords"], gridsize, K, n_groups,
-                                 np.random.default_rng(seed))
+        M = fields["xcoords"].shape[0]
+        if gridsize ** 2 > M:
+            raise ValueError(f"{os.fspath(path)}: gridsize: groups of gridsize**2 = {gridsize ** 2} positions "
+                             f"need at least that many scan positions, the file has {M}")
+        try:
+            groups = group_positions(fields["xcoords"], fields["ycoords"], gridsize, K, n_groups,
+                                     np.random.default_rng(seed))
+        except ValueError as exc:  # names the grouping argument (n_groups, K); add the file
+            raise ValueError(f"{os.fspath(path)}: {exc}") from None
     if nphotons is not None:
         fields["nphotons"] = nphotons
     try:

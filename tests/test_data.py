@@ -117,6 +117,19 @@ def test_load_regroups_when_gridsize_differs(dataset, tmp_path):
     assert load_npz(path, nphotons=7.0).nphotons == 7.0
 
 
+def test_grouping_errors_name_the_file_and_the_setting(dataset, tmp_path):
+    """gridsize² above the number of positions, or too many groups requested: file and setting named."""
+    path = tmp_path / "data.npz"
+    save_npz(path, dataclasses.replace(dataset, group_indices=None))
+    few = tmp_path / "few.npz"
+    save_npz(few, PtychoDataset(diffraction=dataset.diffraction[:5], xcoords=dataset.xcoords[:5],
+                                ycoords=dataset.ycoords[:5], probe=dataset.probe))
+    with pytest.raises(ValueError, match=re.escape(str(few)) + r": gridsize: .*= 9 .*the file has 5"):
+        load_npz(few, gridsize=3)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": n_groups: asked for 100000"):
+        load_npz(path, gridsize=2, n_groups=100000)
+
+
 def _write(path, **arrays):
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
