@@ -1,6 +1,8 @@
 """PtychoDataset views and validation; NPZ round trip, legacy keys, malformed files, atomic save."""
 import dataclasses
+import json
 import os
+import pathlib
 import re
 
 import numpy as np
@@ -159,32 +161,24 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-def _malformed(ds, tmp_path):
-    base = _legacy_arrays(ds)
-    M, N = ds.diffraction.shape[:2]
-    cases = {}
-    for key in ("diff3d", "xcoords", "ycoords", "probeGuess"):
-        named = "diffraction" if key == "diff3d" else key
-        cases[f"missing-{key}"] = ({k: v for k, v in base.items() if k != key}, named)
-    cases["shape-ycoords"] = ({**base, "ycoords": ds.ycoords[:-1]}, "ycoords")
-    cases["shape-diffraction"] = ({**base, "diff3d": ds.diffraction[..., :-1]}, "diff3d")
-    bad = ds.diffraction.copy()
-    bad[3, 2, 1] = np.nan
-    cases["nan"] = ({**base, "diff3d": bad}, "diff3d")
-    cases["negative"] = ({**base, "diff3d": -ds.diffraction}, "diff3d")
-    cases["probe-size"] = ({**base, "probeGuess": np.ones((N + 2, N + 2), np.complex64)}, "probeGuess")
-    cases["outside"] = ({**base, "xcoords": ds.xcoords + 100}, "xcoords")
-    cases["nan-object"] = ({**base, "objectGuess": np.full((4, 4), np.nan)}, "objectGuess")
-    cases["pickled"] = ({**base, "xcoords": np.array([_Payload(tmp_path / "pwned")] * M, dtype=object)}, "xcoords")
-    cases["groups"] = ({**base, "group_indices": np.array([[0, 1, 2, M]])}, "group_indices")
-    return cases
+MALFORMED = pathlib.Path(__file__).resolve().parent / "fixtures" / "malformed"
 
 
 def test_malformed_files_raise_naming_file_and_key(dataset, tmp_path):
-    for name, (arrays, key) in _malformed(dataset, tmp_path).items():
-        path = _write(tmp_path / f"{name}.npz", **arrays)
-        with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + re.escape(repr(key))):
+    """Every file of the malformed catalogue (tests/fixtures/malformed) raises naming the file and the key."""
+    catalogue = json.loads((MALFORMED / "catalogue.json").read_text())
+    assert len(catalogue) >= 13
+    for name, case in catalogue.items():
+        path = MALFORMED / name
+        pattern = re.escape(str(path)) + ".*" + re.escape(repr(case["key"])) + ".*" + case["match"]
+        with pytest.raises(ValueError, match=pattern):
             load_npz(path, gridsize=2)
+    # and a live payload in an object member: refused, nothing executed
+    M = dataset.n_positions
+    path = _write(tmp_path / "pickled.npz", **{**_legacy_arrays(dataset),
+                                               "xcoords": np.array([_Payload(tmp_path / "pwned")] * M, dtype=object)})
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*'xcoords'.*pickle"):
+        load_npz(path, gridsize=2)
     assert not (tmp_path / "pwned").exists()
 
 
