@@ -1,50 +1,28 @@
 """Inference: predict object patches per group, then stitch them into one object (SPEC §5)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from typing import Optional
 
 import keras
 import numpy as np
 
 from ptycho.data import PtychoDataset
 from ptycho.model import get_intensity_scale
-from ptycho.physics import object_patches
+from ptycho.reconstruction import Reconstruction
 from ptycho.tf_helper import reassemble_position
 
-
-@dataclass(frozen=True)
-class Reconstruction:
-    """A stitched object and where it sits on the object grid.
-
-    ``obj`` (S, S) complex64; pixel (row i, col j) is object position (x0 + j, y0 + i).
-    ``coverage`` (S, S) bool: pixels covered by at least one stitched patch window.
-    """
-
-    obj: np.ndarray
-    x0: float
-    y0: float
-    coverage: np.ndarray
-
-    def scanned_box(self) -> tuple[slice, slice]:
-        """(rows, cols) slices of the bounding box of covered pixels."""
-        rows = np.flatnonzero(self.coverage.any(axis=1))
-        cols = np.flatnonzero(self.coverage.any(axis=0))
-        if rows.size == 0:
-            raise ValueError("reconstruction: no pixel is covered")
-        return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-
-    def truth(self, obj: np.ndarray) -> np.ndarray:
-        """The ground-truth object resampled (bilinear) on this reconstruction's grid: (S, S) complex64."""
-        side = self.obj.shape[0]
-        centre_x, centre_y = self.x0 + side // 2, self.y0 + side // 2
-        return object_patches(np.asarray(obj), np.array([centre_x]), np.array([centre_y]), side)[0]
+__all__ = ["Reconstruction", "reconstruct"]
 
 
 def reconstruct(diffraction_to_obj: keras.Model, dataset: PtychoDataset, M: int = 20,
-                batch_size: int = 64) -> Reconstruction:
+                batch_size: int = 64, intensity_scale: Optional[float] = None) -> Reconstruction:
     """Predict each group's object (B, N, N, 1) and stitch the central M×M windows at the group centroids.
 
-    The model's inputs are s·X with s its own intensity scale. Returns a ``Reconstruction``.
+    The model's inputs are s·X = sqrt(counts): s is ``intensity_scale`` when given (the scale of the
+    data set being reconstructed, for data measured apart from the training set), else the model's own
+    (right for data on the training set's scale). Returns a ``Reconstruction`` (defined in
+    ``ptycho.reconstruction``, re-exported here) that records the (B, 2) group centroids [x, y].
     """
     if not isinstance(dataset, PtychoDataset):
         raise TypeError(f"dataset: expected PtychoDataset, got {type(dataset).__name__}")
@@ -54,7 +32,9 @@ def reconstruct(diffraction_to_obj: keras.Model, dataset: PtychoDataset, M: int 
     N = expected[0]
     if not (isinstance(M, int) and 0 < M <= N):
         raise ValueError(f"M: must be an int in 1..N={N}, got {M!r}")
-    scale = get_intensity_scale(diffraction_to_obj)
+    scale = get_intensity_scale(diffraction_to_obj) if intensity_scale is None else float(intensity_scale)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"intensity_scale: must be a finite number > 0, got {intensity_scale!r}")
     inputs = {"diffraction": np.asarray(dataset.X, np.float32) * np.float32(scale),
               "positions": np.asarray(dataset.coords_relative, np.float32)}
     patches = diffraction_to_obj.predict(inputs, batch_size=batch_size, verbose=0)
@@ -65,4 +45,5 @@ def reconstruct(diffraction_to_obj: keras.Model, dataset: PtychoDataset, M: int 
     side = stitched.shape[0]
     centre = offsets.reshape(-1, 2).mean(axis=0)
     return Reconstruction(obj=stitched.astype(np.complex64), x0=float(centre[0]) - side // 2,
-                          y0=float(centre[1]) - side // 2, coverage=coverage)
+                          y0=float(centre[1]) - side // 2, coverage=coverage,
+                          centroids=offsets.reshape(-1, 2).astype(np.float64))

@@ -57,3 +57,30 @@ def test_reconstruct_rejects_mismatched_dataset():
         reconstruct(model, data)
     with pytest.raises(ValueError, match="M"):
         reconstruct(_TruthModel(data), data, M=0)
+
+
+
+class _OtherScaleModel(_TruthModel):
+    """A model whose own s is ``model_scale`` that checks it is fed ``data_scale``·X."""
+
+    def __init__(self, dataset, model_scale, data_scale):
+        super().__init__(dataset, model_scale)
+        self._data_scale = data_scale
+
+    def predict(self, inputs, batch_size, verbose):
+        np.testing.assert_allclose(inputs["diffraction"], self._dataset.X * self._data_scale, rtol=1e-6)
+        return super().predict({"diffraction": inputs["diffraction"] / self._data_scale * self._scale},
+                               batch_size, verbose)
+
+
+def test_reconstruct_feeds_sqrt_counts_at_the_given_scale_and_records_centroids():
+    """Data on another scale than the model's: ``intensity_scale`` (the data's own) sets s in s·X."""
+    data = _grid_dataset()
+    default = reconstruct(_TruthModel(data, scale=2.0), data, M=8)  # the model's own s: inputs 2·X
+    np.testing.assert_allclose(default.centroids, data.coords_offsets[:, 0, :, 0], rtol=1e-6)
+    given = reconstruct(_OtherScaleModel(data, model_scale=2.0, data_scale=3.0), data, M=8, intensity_scale=3.0)
+    np.testing.assert_allclose(given.obj, default.obj)
+    with pytest.raises(AssertionError):  # without it, the model's own s (2) is used: inputs 2·X, not 3·X
+        reconstruct(_OtherScaleModel(data, model_scale=2.0, data_scale=3.0), data, M=8)
+    with pytest.raises(ValueError, match="intensity_scale"):
+        reconstruct(_TruthModel(data), data, M=8, intensity_scale=-1.0)
