@@ -10,7 +10,7 @@ from ptycho.studies import dose
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "scripts", "studies", "dose_response_study.py")
 OPTIONS = ["--output-dir", "--preset", "--nepochs", "--batch-size", "--n-train", "--n-test", "--seed",
-           "--arms", "--force", "--keras-verbose"]
+           "--arms", "--force", "--keras-verbose", "--test-ssim", "--no-test-ssim"]
 
 # Runs the script as __main__ in a fresh interpreter and reports its exit code and whether TF got loaded.
 RUN_SCRIPT = """
@@ -96,4 +96,5 @@ def test_flags_override_the_preset(tmp_path):
         ("high_nll", "low_mae"), True, 7, tmp_path)
     default = dose.config_from_args(parser.parse_args([]))
     assert default.preset == "quick" and default.arms == dose.ARM_NAMES and default.force is False
+    assert default.test_ssim is True and dose.config_from_args(parser.parse_args(["--no-test-ssim"])).test_ssim is False
     assert str(default.output_dir) == "runs/dose_response"  # what tox -e study passes

@@ -5,16 +5,19 @@ No TensorFlow here: the arm runner and the ground truth are injected (``run_stud
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ptycho import files, history
 from ptycho.studies import dose
 from ptycho.studies.dose import ARM_NAMES, ArmResult, StudyConfig
 
 OBJECT_SIZE = 40
 CROP = (slice(8, 30), slice(5, 33))  # (22, 28) rows x cols, non-square to expose transposes
 ORIGIN = (5.0, 8.0)  # [x, y] of crop pixel (0, 0)
+HISTORY = {"loss": [3.0, 2.0], "val_loss": [3.5, float("nan")], "test_ssim": [0.2, 0.3]}
 
 
 def fake_truth(config):
@@ -29,7 +32,8 @@ def fake_ssim(arm):
 
 
 class FakeRunner:
-    """Stands in for ``dose.run_arm``: writes the model and history files, returns synthetic results."""
+    """Stands in for ``dose.run_arm``: writes the model, history and training-figure files, returns synthetic
+    results."""
 
     def __init__(self, failing=()):
         self.failing = set(failing)
@@ -41,13 +45,13 @@ class FakeRunner:
         if arm in self.failing:
             raise RuntimeError(f"boom in {arm}")
         (directory / "wts.h5.zip").write_bytes(b"fake model")
-        dose.write_json(directory / "history.json", {"loss": [3.0, 2.0], "val_loss": [3.5, float("nan")]})
+        history.write_history(HISTORY, directory / "history.json", directory / "training.png")
         nphotons, _ = dose.ARMS[arm]
         rng = np.random.default_rng(ARM_NAMES.index(arm))
         crop = truth[CROP]
         recon = (crop * 2.0 * np.exp(1j * 0.7) + rng.normal(0, 1 / math.log10(nphotons), crop.shape))
         metrics = {"amplitude_mae": 0.1, "phase_mae": 0.2, "psnr": 25.0, "ssim": fake_ssim(arm),
-                   "frc50": 0.25, **dose.summarise_history({"loss": [3.0, 2.0], "val_loss": [3.5, float("nan")]})}
+                   "frc50": 0.25, **history.summarise(HISTORY)}
         counts = rng.poisson(nphotons / 64**2 * np.ones((64, 64))).astype(np.float32)
         return ArmResult(arm=arm, status="ok", metrics=metrics, reconstruction=recon.astype(np.complex64),
                          truth=crop, origin=ORIGIN, diffraction_counts=counts)
@@ -79,7 +83,7 @@ def failed_study(tmp_path_factory):
 @pytest.fixture
 def fast_figures(monkeypatch):
     """Replace PNG rendering (the slow part) by a marker file, for tests about bookkeeping only."""
-    monkeypatch.setattr(dose, "save_figure", lambda fig, path: path.write_bytes(b"png"))
+    monkeypatch.setattr(files, "save_figure", lambda fig, path: Path(path).write_bytes(b"png"))
 
 
 @pytest.fixture
@@ -130,22 +134,6 @@ def test_arm_outputs_on_disk(failed_study):
         assert dose.is_complete(config, arm)
     assert not dose.is_complete(config, "low_mae")
     assert not (config.output_dir / "low_mae" / "metrics.json").exists()
-
-
-def test_to_jsonable_replaces_nonfinite_and_numpy_types():
-    payload = {"a": np.float32(1.5), "b": float("inf"), "c": [np.nan, 2], "d": np.arange(3), "e": (1, None)}
-    assert dose.to_jsonable(payload) == {"a": 1.5, "b": None, "c": [None, 2], "d": [0, 1, 2], "e": [1, None]}
-
-
-def test_atomic_write_keeps_old_file_on_error(tmp_path):
-    target = tmp_path / "metrics.json"
-    dose.write_json(target, {"v": 1})
-    with pytest.raises(RuntimeError):
-        with dose.atomic_path(target) as tmp:
-            tmp.write_text("partial")
-            raise RuntimeError("crash mid-write")
-    assert json.loads(target.read_text()) == {"v": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left behind
 
 
 # ------------------------------------------------------------------------------------------- figures
@@ -220,12 +208,6 @@ def test_reconstruction_figure(failed_study):
         # aligned for display: mean amplitude equal to the truth's
         assert np.mean(shown) == pytest.approx(np.mean(np.abs(fake_truth(None)[CROP])), rel=1e-5)
         assert fake_ssim(arm) == pytest.approx(float(top[col].get_title().split("=")[1].split()[0]), abs=1e-3)
-
-
-def test_align_for_display_removes_gain_and_global_phase():
-    truth = fake_truth(None)[CROP]
-    recon = truth * 3.0 * np.exp(-1.1j)
-    np.testing.assert_allclose(dose.align_for_display(recon, truth), truth, rtol=1e-5, atol=1e-6)
 
 
 def test_reconstruction_figure_all_failed():
@@ -308,41 +290,6 @@ def test_main_exit_status_log_and_no_stray_files(tmp_path, monkeypatch, fast_fig
     expected = {"metrics.json", "dose_comparison.png", "reconstructions.png", "run.log", *ARM_NAMES}
     assert {p.name for p in out.iterdir()} == expected  # no temporaries left
     assert not any(p.name.startswith(".") for p in out.rglob("*"))
-
-
-def test_crop_to_scan_integer_origin_is_exact():
-    truth = fake_truth(None)
-    recon = truth[3:37, 2:38]  # stitch with origin x0=2, y0=3
-    centroids = np.array([[10.0, 12.0], [25.5, 30.2], [17.0, 9.0]])  # x in [10, 25.5], y in [9, 30.2]
-    rec, tru, origin = dose.crop_to_scan(recon, 2.0, 3.0, truth, centroids)
-    assert origin == (10.0, 9.0)
-    assert rec.shape == (22, 16)  # rows y = 9..30, cols x = 10..25
-    np.testing.assert_array_equal(rec, truth[9:31, 10:26])
-    np.testing.assert_allclose(tru, truth[9:31, 10:26], rtol=1e-6)
-    assert dose.crop_slices(2.0, 3.0, origin, rec.shape) == (slice(6, 28), slice(8, 24))
-    np.testing.assert_array_equal(recon[dose.crop_slices(2.0, 3.0, origin, rec.shape)], rec)
-
-
-def test_crop_to_scan_subpixel_origin_samples_truth_bilinearly():
-    y, x = np.mgrid[:40, :40].astype(np.float64)
-    truth = (x + 2j * y).astype(np.complex64)  # bilinear interpolation is exact on a linear ramp
-    recon = np.zeros((30, 30), np.complex64)
-    rec, tru, origin = dose.crop_to_scan(recon, 4.25, 5.5, truth, np.array([[6.0, 8.0], [28.0, 30.0]]))
-    assert origin == (6.25, 8.5) and tru.shape == (22, 22)
-    rows, cols = np.mgrid[:tru.shape[0], :tru.shape[1]]
-    np.testing.assert_allclose(tru, (origin[0] + cols) + 2j * (origin[1] + rows), rtol=1e-6)
-
-
-def test_crop_to_scan_rejects_tiny_region():
-    with pytest.raises(ValueError, match="--n-test"):
-        dose.crop_to_scan(np.zeros((30, 30)), 0.0, 0.0, np.zeros((30, 30)), np.array([[10.0, 10.0], [12.0, 25.0]]))
-
-
-def test_summarise_history():
-    assert dose.summarise_history({"loss": [2.0, 1.0, 0.5], "val_loss": [3.0, 1.5, 1.7]}) == {
-        "final_loss": 0.5, "final_val_loss": 1.7, "best_val_loss": 1.5, "epochs_run": 3}
-    assert dose.summarise_history({}) == {
-        "final_loss": None, "final_val_loss": None, "best_val_loss": None, "epochs_run": 0}
 
 
 def test_find_metric_prefers_exact_then_amplitude():

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from ptycho.scan_region import MIN_CROP
 from ptycho.studies import dose
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,9 +41,10 @@ def test_study_script_tiny_config(tmp_path):
             assert (out / arm / name).stat().st_size > 0, f"{arm}/{name} missing or empty"
         history = json.loads((out / arm / "history.json").read_text())
         assert len(history["loss"]) == 1 and all(math.isfinite(v) for v in history["loss"])
+        assert len(history["test_ssim"]) == 1 and -1.0 <= history["test_ssim"][0] <= 1.0  # monitored by default
         with np.load(out / arm / "reconstruction.npz") as npz:
             rec, truth = npz["reconstruction"], npz["truth"]
-            assert rec.shape == truth.shape and rec.ndim == 2 and min(rec.shape) >= dose.MIN_CROP
+            assert rec.shape == truth.shape and rec.ndim == 2 and min(rec.shape) >= MIN_CROP
             assert np.isfinite(rec).all() and np.isfinite(npz["diffraction_counts"]).all()
             assert npz["diffraction_counts"].shape == (64, 64)
         assert f"arm {arm}: epoch 1/1" in log

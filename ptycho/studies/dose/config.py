@@ -1,0 +1,187 @@
+"""The dose-response study's settings: its arms, its presets and the validated ``StudyConfig``.
+
+``PRESETS`` is the one place the study's preset budgets live (``--preset quick|paper``); the defaults of
+``StudyConfig`` below are the study's other settings (SPEC §6). Importing this module does no work.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ptycho.config import SimulationConfig, TrainingConfig
+
+#: arm name -> (photons per pattern, training loss), in run order.
+ARMS: dict[str, tuple[float, str]] = {
+    "high_nll": (1e9, "nll"),
+    "high_mae": (1e9, "mae"),
+    "low_nll": (1e4, "nll"),
+    "low_mae": (1e4, "mae"),
+}
+ARM_NAMES: tuple[str, ...] = tuple(ARMS)
+DOSES: dict[str, float] = {"high": 1e9, "low": 1e4}
+
+#: Settings a preset fixes; any of them given explicitly (CLI flag or keyword) overrides the preset.
+#: 'quick' values are tentative until the model's throughput on the target machine is measured.
+PRESETS: dict[str, dict[str, int]] = {
+    "quick": {"n_train": 256, "n_test": 128, "nepochs": 10, "batch_size": 16},
+    "paper": {"n_train": 2000, "n_test": 128, "nepochs": 50, "batch_size": 16},
+}
+DEFAULT_PRESET = "quick"
+DEFAULT_OUTPUT_DIR = "runs/dose_response"
+
+#: Bumped when the meaning of stored outputs changes, so old outputs are not reused.
+#: 3: every arm also writes training.png; history.json may hold test_ssim.
+OUTPUT_FORMAT_VERSION = 3
+#: Training split reserved for validation (TrainingConfig default); n_train must leave >= 1 sample.
+VALIDATION_SPLIT = 0.05
+
+# Stream ids for seeds derived from the study seed (see stream_seed).
+STREAM_OBJECT, STREAM_POSITIONS, STREAM_NOISE = 0, 1, 2
+SPLITS = ("train", "test")
+
+
+def stream_seed(seed: int, *key: int) -> int:
+    """A non-negative int seed for the stream ``key`` of study seed ``seed`` (numpy SeedSequence)."""
+    state = np.random.SeedSequence([seed, *key]).generate_state(1, dtype=np.uint32)
+    return int(state[0])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Settings of one dose-response study. Invalid values raise ``ValueError`` naming the option.
+
+    ``nepochs``, ``batch_size``, ``n_train`` and ``n_test`` default to the ``preset``'s values (None =
+    "take the preset's"). ``n_train`` / ``n_test`` are numbers of scan positions, each also the number
+    of groups of C = gridsize² neighbours (one group per position). Lengths in object pixels.
+    ``keras_verbose`` is the Keras progress-bar level (0: epochs are logged by the study instead).
+    ``test_ssim``: reconstruct the test set after every epoch and record its amplitude SSIM in the
+    history (monitoring only; a few seconds per epoch).
+    """
+
+    output_dir: Path
+    preset: str = DEFAULT_PRESET
+    nepochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    n_train: Optional[int] = None
+    n_test: Optional[int] = None
+    seed: int = 0
+    arms: tuple[str, ...] = ARM_NAMES
+    force: bool = False
+    N: int = 64
+    gridsize: int = 2
+    object_size: int = 128
+    nlines: int = 100
+    buffer: float = 15.0
+    stitch_M: int = 20
+    keras_verbose: int = 0
+    test_ssim: bool = True
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            self._fail("preset", f"must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        for name, value in PRESETS[self.preset].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
+            self._fail("output_dir", f"must be a non-empty path, got {self.output_dir!r}")
+        object.__setattr__(self, "output_dir", Path(self.output_dir))
+        object.__setattr__(self, "arms", self._normalise_arms(self.arms))
+        for name, minimum in (("nepochs", 1), ("batch_size", 1), ("seed", 0), ("N", 4), ("gridsize", 1),
+                              ("object_size", 1), ("nlines", 1), ("stitch_M", 2), ("keras_verbose", 0)):
+            self._require_int(name, minimum)
+        if self.keras_verbose > 2:
+            self._fail("keras_verbose", f"must be 0, 1 or 2, got {self.keras_verbose}")
+        self._require_int("n_train", math.ceil(1 / VALIDATION_SPLIT))
+        self._require_int("n_test", self.gridsize**2)
+        for name in ("force", "test_ssim"):
+            if not isinstance(getattr(self, name), bool):
+                self._fail(name, f"must be a bool, got {getattr(self, name)!r}")
+        for arm in self.arms:  # surface simulation/training errors now, before any work
+            for split in SPLITS:
+                self.simulation_config(arm, split)
+            self.training_config(arm)
+
+    def _fail(self, name: str, message: str) -> None:
+        raise ValueError(f"StudyConfig.{name} (--{name.replace('_', '-')}): {message}")
+
+    def _require_int(self, name: str, minimum: int) -> None:
+        value = getattr(self, name)
+        if not _is_int(value):
+            self._fail(name, f"must be an int, got {value!r}")
+        if value < minimum:
+            self._fail(name, f"must be >= {minimum}, got {value}")
+        object.__setattr__(self, name, int(value))
+
+    def _normalise_arms(self, arms: Any) -> tuple[str, ...]:
+        if isinstance(arms, str):
+            arms = [arms]
+        try:
+            names = [a.strip() for item in arms for a in str(item).split(",") if a.strip()]
+        except TypeError:
+            self._fail("arms", f"must be a sequence of arm names, got {arms!r}")
+        if "all" in names:
+            names = list(ARM_NAMES)
+        unknown = sorted(set(names) - set(ARM_NAMES))
+        if unknown:
+            self._fail("arms", f"unknown arm(s) {unknown}; choose from {list(ARM_NAMES)} or 'all'")
+        if not names:
+            self._fail("arms", "must name at least one arm")
+        return tuple(a for a in ARM_NAMES if a in names)  # canonical order, no duplicates
+
+    def simulation_config(self, arm: str, split: str) -> SimulationConfig:
+        """The SimulationConfig of ``arm``'s ``split`` ('train' or 'test') data set.
+
+        Positions depend on (seed, split) only, noise on (seed, dose, split) only.
+        """
+        nphotons, _ = ARMS[arm]
+        n = self.n_train if split == "train" else self.n_test
+        split_id = SPLITS.index(split)
+        dose_id = list(DOSES.values()).index(nphotons)
+        return SimulationConfig(
+            N=self.N, gridsize=self.gridsize, object_size=self.object_size, object_kind="lines",
+            nlines=self.nlines, n_positions=n, n_groups=n, scan="random", buffer=float(self.buffer),
+            nphotons=nphotons, seed=stream_seed(self.seed, STREAM_POSITIONS, split_id),
+            noise_seed=stream_seed(self.seed, STREAM_NOISE, dose_id, split_id),
+        )
+
+    def training_config(self, arm: str) -> TrainingConfig:
+        """The TrainingConfig of ``arm`` (its loss; epochs, batch size and seed from the study).
+
+        Every arm trains the same number of epochs: early stopping's patience is the epoch budget, so
+        an arm is not cut at the uniform-object plateau while another trains on (ledger
+        STUDY-EQUAL-BUDGET-001). The learning-rate schedule (ReduceLROnPlateau) still applies.
+        """
+        return TrainingConfig(nepochs=self.nepochs, batch_size=self.batch_size, loss=ARMS[arm][1],
+                              validation_split=VALIDATION_SPLIT, seed=self.seed, verbose=self.keras_verbose,
+                              early_stopping_patience=self.nepochs)
+
+    def arm_fingerprint(self, arm: str) -> dict[str, Any]:
+        """Everything that determines ``arm``'s outputs; stored outputs are reused only if it matches.
+
+        ``test_ssim`` is left out: monitoring adds to the history but does not change what is trained.
+        """
+        nphotons, loss = ARMS[arm]
+        return {
+            "format": OUTPUT_FORMAT_VERSION, "arm": arm, "nphotons": nphotons, "loss": loss,
+            "nepochs": self.nepochs, "batch_size": self.batch_size, "n_train": self.n_train,
+            "n_test": self.n_test, "seed": self.seed, "N": self.N, "gridsize": self.gridsize,
+            "object_size": self.object_size, "nlines": self.nlines, "buffer": float(self.buffer),
+            "stitch_M": self.stitch_M, "validation_split": VALIDATION_SPLIT,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready settings."""
+        out = dataclasses.asdict(self)
+        out["output_dir"] = str(self.output_dir)
+        out["arms"] = list(self.arms)
+        return out

@@ -1,0 +1,126 @@
+"""The dose-response study's figures (matplotlib Figure objects, no pyplot state).
+
+``build_dose_figure``: the six panels of SPEC §6. ``build_reconstruction_figure``: the truth beside the
+four reconstructions. Panels are drawn with the package's shared helpers (``ptycho.figures``); each arm's
+training curve is the shared ``training.png`` its run writes.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from ptycho.figures import align_for_display, masked, placeholder, show_image
+from ptycho.studies.dose.arm import ArmResult
+from ptycho.studies.dose.config import ARM_NAMES, DOSES
+
+
+def find_metric(metrics: Mapping[str, Any], name: str) -> Optional[float]:
+    """The value of metric ``name`` (exact key, else the first key containing it, amplitude preferred)."""
+    candidates = [name] + sorted((k for k in metrics if name in k.lower() and k != name),
+                                 key=lambda k: ("amp" not in k.lower(), k))
+    for key in candidates:
+        value = metrics.get(key)
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _title_with_ssim(arm: str, metrics: Mapping[str, Any]) -> str:
+    ssim = find_metric(metrics, "ssim")
+    return f"{arm}  SSIM = {ssim:.3f}" if ssim is not None and math.isfinite(ssim) else f"{arm}  SSIM = n/a"
+
+
+def _masked(result: ArmResult, data: np.ndarray) -> np.ndarray:
+    """``data`` (H, W) with pixels no stitched window covered masked out (if the coverage is known)."""
+    return masked(data, result.extras.get("coverage"))
+
+
+def _diffraction_source(results: Mapping[str, ArmResult], dose: str) -> Optional[ArmResult]:
+    for loss in ("nll", "mae"):
+        result = results.get(f"{dose}_{loss}")
+        if result is not None and result.ok and result.diffraction_counts is not None:
+            return result
+    return None
+
+
+def _empty_panel(ax: Any, result: Optional[ArmResult], arm: str) -> None:
+    if result is not None and result.status == "failed":
+        placeholder(ax, "No Data", f"{arm} (failed)")
+    else:
+        placeholder(ax, "Not run", arm)
+
+
+def build_dose_figure(results: Mapping[str, ArmResult]) -> Any:
+    """The six panels of SPEC §6 as a matplotlib Figure (2 x 3 axes, row 0 high dose, row 1 low dose).
+
+    Column 0: log10(1 + counts) of one test pattern at that dose; columns 1 and 2: |reconstruction| of
+    the MAE and NLL arms, titled with arm and SSIM. 'No Data' only where an arm failed; 'Not run' where
+    it was not run.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(14, 8.5), layout="constrained")
+    axes = fig.subplots(2, 3)
+    for row, (dose, nphotons) in enumerate(DOSES.items()):
+        source = _diffraction_source(results, dose)
+        if source is not None:
+            show_image(fig, axes[row, 0], np.log10(1.0 + np.asarray(source.diffraction_counts, np.float64)),
+                       f"{dose} dose ({nphotons:.0e} photons): log10(1 + counts)", cmap="magma")
+        else:
+            failed = [results.get(f"{dose}_{l}") for l in ("nll", "mae")]
+            any_failed = any(r is not None and r.status == "failed" for r in failed)
+            placeholder(axes[row, 0], "No Data" if any_failed else "Not run", f"{dose} dose diffraction")
+        for col, loss in ((1, "mae"), (2, "nll")):
+            arm = f"{dose}_{loss}"
+            result = results.get(arm)
+            if result is not None and result.ok and result.reconstruction is not None:
+                show_image(fig, axes[row, col], _masked(result, np.abs(result.reconstruction)),
+                           _title_with_ssim(arm, result.metrics), result.origin, cmap="gray")
+            else:
+                _empty_panel(axes[row, col], result, arm)
+    fig.suptitle("Dose response: amplitude of the test-set reconstruction (axes in object pixels)")
+    return fig
+
+
+def build_reconstruction_figure(results: Mapping[str, ArmResult]) -> Any:
+    """Truth beside the four reconstructions: row 0 amplitude, row 1 phase (2 x 5 axes).
+
+    Reconstructions are scaled to the truth's mean amplitude with the global phase removed and shown
+    on the truth's colour scale, so the panels compare directly.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(20, 8), layout="constrained")
+    axes = fig.subplots(2, 1 + len(ARM_NAMES))
+    reference = next((r for r in results.values() if r.ok and r.truth is not None), None)
+    if reference is None:
+        for ax in axes.ravel():
+            placeholder(ax, "No Data", "")
+        return fig
+    truth = np.asarray(reference.truth)
+    amp_lim = (float(np.abs(truth).min()), float(np.abs(truth).max()))
+    phases = [np.angle(truth)] + [np.angle(align_for_display(r.reconstruction, r.truth))
+                                  for r in results.values() if r.ok and r.reconstruction is not None]
+    phase_max = max(float(np.percentile(np.abs(np.concatenate([p.ravel() for p in phases])), 99)), 1e-3)
+    panels = [("truth", truth, {})] + [
+        (arm, align_for_display(r.reconstruction, r.truth), r.metrics) if r is not None and r.ok else (arm, None, r)
+        for arm, r in ((a, results.get(a)) for a in ARM_NAMES)
+    ]
+    for col, (name, data, extra) in enumerate(panels):
+        if data is None:
+            _empty_panel(axes[0, col], extra, name)
+            _empty_panel(axes[1, col], extra, name)
+            continue
+        title = name if name == "truth" else _title_with_ssim(name, extra)
+        origin = reference.origin if name == "truth" else results[name].origin
+        mask = (lambda d: d) if name == "truth" else functools.partial(_masked, results[name])
+        show_image(fig, axes[0, col], mask(np.abs(data)), f"{title}\namplitude", origin, cmap="gray",
+                   vmin=amp_lim[0], vmax=amp_lim[1])
+        show_image(fig, axes[1, col], mask(np.angle(data)), f"{name} phase (rad)", origin,
+                   cmap="twilight_shifted", vmin=-phase_max, vmax=phase_max)
+    fig.suptitle("Test-region reconstructions beside the truth (amplitude scaled to the truth's mean, "
+                 "global phase removed)")
+    return fig
