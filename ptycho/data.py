@@ -374,3 +374,24 @@ def save_npz(path, dataset: PtychoDataset) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def load_object(path) -> np.ndarray:
+    """The ``objectGuess`` (H, W) of an NPZ file as complex64, validated like :func:`load_npz` (no pickle).
+
+    Only that key is read, so a file holding nothing but the true object also works. ``ValueError``
+    naming the file and the key if it is missing or malformed.
+    """
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{os.fspath(path)}: cannot be read as an NPZ archive without pickle ({exc})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{os.fspath(path)}: is a single .npy array, not an NPZ archive with keys")
+    with npz:
+        if "objectGuess" not in npz.files:
+            _bad(path, "objectGuess", f"missing (the true object is needed); keys: {sorted(npz.files)}")
+        obj = _numeric(path, "objectGuess", _read_key(npz, path, "objectGuess"), "biufc", 2)
+    if min(obj.shape) < 1:
+        _bad(path, "objectGuess", f"expected a non-empty (H, W) object, got {obj.shape}")
+    return obj.astype(np.complex64)

@@ -4,7 +4,9 @@ import json
 import pytest
 
 # Modules whose import must not even load TensorFlow.
-LIGHT_MODULES = ["ptycho", "ptycho.params", "ptycho.config"]
+LIGHT_MODULES = ["ptycho", "ptycho.params", "ptycho.config", "ptycho.grouping", "ptycho.data", "ptycho.files",
+                 "ptycho.runlog", "ptycho.figures", "ptycho.history", "ptycho.reconstruction", "ptycho.scan_region",
+                 "ptycho.argtypes", "ptycho.cli", "ptycho.studies.dose"]
 
 PROBE_SNIPPET = """
 import json, random, sys
@@ -51,7 +53,10 @@ ALL_MODULES = [
     "ptycho", "ptycho.params", "ptycho.config", "ptycho.probe", "ptycho.objects", "ptycho.physics",
     "ptycho.simulate", "ptycho.data", "ptycho.projective_warp_xla", "ptycho.tf_helper", "ptycho.model",
     "ptycho.losses", "ptycho.train", "ptycho.inference", "ptycho.evaluation", "ptycho.persistence",
-    "ptycho.studies.dose",
+    "ptycho.studies.dose", "ptycho.studies.dose.config", "ptycho.studies.dose.arm", "ptycho.studies.dose.figures",
+    "ptycho.studies.dose.study", "ptycho.studies.dose.cli", "ptycho.grouping", "ptycho.files", "ptycho.runlog",
+    "ptycho.figures", "ptycho.history", "ptycho.reconstruction", "ptycho.scan_region", "ptycho.monitor",
+    "ptycho.workflow", "ptycho.argtypes", "ptycho.cli", "ptycho.__main__",
 ]
 
 

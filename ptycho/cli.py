@@ -1,0 +1,507 @@
+"""The ``ptycho`` command: simulate, train, reconstruct and evaluate on PtychoPINN-format NPZ files.
+
+::
+
+    ptycho simulate --out data.npz [--N 64 --gridsize 2 --nphotons 1e9 --n-positions 512 ...]
+    ptycho train data.npz --out-dir DIR [--gridsize 2 --nepochs 50 --batch-size 16 --loss nll|mae ...]
+    ptycho reconstruct DIR/wts.h5.zip data.npz --out rec.npz [--png rec.png]
+    ptycho evaluate rec.npz truth.npz [--json]
+
+Training, saving, reconstruction and evaluation run on the package's shared path (``ptycho.workflow``),
+the same one every arm of the dose-response study takes.
+
+Errors a user can fix — a bad flag value, a malformed or mismatched input file, an output that exists
+without ``--force`` — are found before any work (and, where the check allows, before TensorFlow is
+imported) and reported as one line, ``ptycho <command>: error: <what, naming the flag or file>``, with
+exit status 2; nothing is written. Outputs are written atomically as a set: an interrupted run
+(Ctrl-C: exit status 130; a crash) leaves none of its outputs, only a line in the run log.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ptycho.argtypes import (DefaultsHelpFormatter, OneLineParser, nonnegative_float, nonnegative_int, positive_float,
+                             positive_int)
+
+PROG = "ptycho"
+TRAIN_LOG = "train.log"
+LOGGER_NAME = "ptycho.cli"
+
+
+class CommandError(Exception):
+    """A problem with the command's arguments or inputs: reported as one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared checks
+
+
+def _existing_file(path: str, flag: str) -> Path:
+    """``path`` as a Path if it is a file; CommandError naming ``flag`` otherwise."""
+    if not Path(path).is_file():
+        raise CommandError(f"{flag} {path!r}: no such file")
+    return Path(path)
+
+
+def _check_outputs(paths: Sequence[Path], force: bool, flag: Mapping[Path, str]) -> None:
+    """No output may already exist unless ``force``; each output's directory must not be a file."""
+    for path in paths:
+        if path.exists() and path.is_dir():
+            raise CommandError(f"{flag[path]} {str(path)!r}: is a directory")
+        if path.exists() and not force:
+            raise CommandError(f"{flag[path]} {str(path)!r}: exists (use --force to overwrite)")
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise CommandError(f"{flag[path]} {str(path)!r}: {str(parent)!r} is not a directory")
+
+
+def _config_error(exc: ValueError, flags: Mapping[str, str]) -> CommandError:
+    """``"<Config>.<field>: message"`` from a config dataclass as ``"argument --flag: message"``."""
+    match = re.match(r"^\w+Config\.(\w+): (.*)$", str(exc), re.S)
+    if match and match.group(1) in flags:
+        return CommandError(f"argument {flags[match.group(1)]}: {match.group(2)}")
+    return CommandError(str(exc))
+
+
+def _load_data(path: Path, nphotons: Optional[float] = None):
+    """The validated NPZ at ``path`` (SPEC §3), ungrouped; CommandError with the §3 message otherwise."""
+    from ptycho.data import load_npz
+
+    try:
+        dataset = load_npz(path, nphotons=nphotons)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if dataset.N % 4:
+        raise CommandError(f"{path}: key 'diffraction': patterns are {dataset.N}x{dataset.N}, "
+                           "N must be a multiple of 4")
+    return dataset
+
+
+def _group(dataset, path: Path, gridsize: int, n_groups: Optional[int], seed: int, gridsize_flag: str):
+    """``dataset`` with its positions grouped into gridsize² neighbours (``ptycho.grouping``, seeded)."""
+    from ptycho.grouping import group_positions
+
+    C, M = gridsize ** 2, dataset.n_positions
+    if C > M:
+        raise CommandError(f"{gridsize_flag}: gridsize {gridsize} groups {C} positions, but {path} holds "
+                           f"only {M} scan positions")
+    try:
+        groups = group_positions(dataset.xcoords, dataset.ycoords, gridsize, n_groups=n_groups,
+                                 rng=np.random.default_rng(seed))
+    except ValueError as exc:
+        raise CommandError(f"argument --n-groups: {exc}" if "n_groups" in str(exc) else f"{path}: {exc}") from None
+    return dataclasses.replace(dataset, group_indices=groups)
+
+
+def _check_architecture(N: int, path: Path) -> None:
+    """The network needs N = 8·2^k >= 32 (ledger ARCH-N-POW2-001); imports the model module (TensorFlow)."""
+    from ptycho.model import encoder_filters
+
+    try:
+        encoder_filters(N)
+    except ValueError as exc:
+        raise CommandError(f"{path}: key 'diffraction': {exc}") from None
+
+
+def _log_to(path: Path):
+    from ptycho.runlog import run_logging
+
+    return run_logging(path, LOGGER_NAME, console=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# ptycho simulate
+
+SIMULATE_FLAGS = {"N": "--N", "gridsize": "--gridsize", "nphotons": "--nphotons", "n_positions": "--n-positions",
+                  "object_kind": "--object", "object_size": "--object-size", "buffer": "--buffer", "seed": "--seed"}
+
+
+def _add_simulate(commands) -> None:
+    from ptycho.config import SimulationConfig
+
+    d = SimulationConfig()
+    p = commands.add_parser(
+        "simulate", help="write a simulated data set (PtychoPINN NPZ)",
+        description="Simulate far-field diffraction of a synthetic object scanned at random positions (SPEC §3) "
+                    "and write it in the PtychoPINN NPZ format: diffraction (M, N, N) float32 amplitudes "
+                    "(sqrt(counts)/s), xcoords, ycoords (M,) object pixels, probeGuess (N, N) complex64, "
+                    "objectGuess complex64, group_indices (M, gridsize²), nphotons.",
+        formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--out", required=True, metavar="PATH", help="output NPZ file")
+    p.add_argument("--N", type=positive_int, default=64, metavar="PX", help="diffraction pattern side (pixels; a multiple of 4; "
+                   "training needs 8·2^k >= 32)")
+    p.add_argument("--gridsize", type=positive_int, default=2, metavar="G",
+                   help="groups stored with the data: gridsize² neighbouring positions each")
+    p.add_argument("--nphotons", type=positive_float, default=d.nphotons, metavar="PHOTONS",
+                   help="dose: expected photons per diffraction pattern (counts)")
+    p.add_argument("--n-positions", type=positive_int, default=d.n_positions, metavar="M", help="number of scan positions M")
+    p.add_argument("--object", choices=("lines", "grf"), default=d.object_kind,
+                   help="synthetic object: random lines or a Gaussian random field")
+    p.add_argument("--object-size", type=positive_int, default=d.object_size, metavar="PX", help="object side (pixels)")
+    p.add_argument("--buffer", type=nonnegative_float, default=d.buffer, metavar="PX",
+                   help="smallest distance of a scan position from the object edge (pixels)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="seed of the object, positions, groups and noise")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.set_defaults(handler=simulate)
+
+
+def simulate(args: argparse.Namespace) -> int:
+    """``ptycho simulate``: validate, simulate (``ptycho.simulate.simulate_dataset``), write the NPZ atomically."""
+    from ptycho.config import SimulationConfig
+
+    try:
+        config = SimulationConfig(N=args.N, gridsize=args.gridsize, nphotons=args.nphotons,
+                                  n_positions=args.n_positions, object_kind=args.object,
+                                  object_size=args.object_size, buffer=args.buffer, seed=args.seed)
+    except ValueError as exc:
+        raise _config_error(exc, SIMULATE_FLAGS) from None
+    out = Path(args.out)
+    _check_outputs([out], args.force, {out: "--out"})
+
+    from ptycho.data import save_npz
+    from ptycho.simulate import simulate_dataset
+
+    dataset = simulate_dataset(config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_npz(out, dataset)
+    print(f"wrote {out}: {dataset.n_positions} patterns {config.N}x{config.N}, {config.nphotons:.3g} photons each, "
+          f"object {config.object_size}x{config.object_size}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# ptycho train
+
+TRAIN_FLAGS = {"nepochs": "--nepochs", "batch_size": "--batch-size", "learning_rate": "--lr", "loss": "--loss",
+               "seed": "--seed"}
+
+
+def _add_train(commands) -> None:
+    from ptycho.config import TrainingConfig
+
+    d = TrainingConfig()
+    p = commands.add_parser(
+        "train", help="train a model on a data file",
+        description="Group the scan positions of DATA, build the network for its N and probe (intensity "
+                    "scale from its dose), train it without ground truth and write DIR/wts.h5.zip (the "
+                    "model), DIR/history.json (per-epoch losses), DIR/training.png (loss and validation "
+                    f"loss per epoch, log scale) and append to DIR/{TRAIN_LOG}.",
+        formatter_class=DefaultsHelpFormatter)
+    p.add_argument("data", help="PtychoPINN NPZ: diffraction (or diff3d), xcoords, ycoords, probeGuess")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="directory for the outputs (created)")
+    p.add_argument("--gridsize", type=positive_int, default=2, metavar="G", help="positions per group: gridsize²")
+    p.add_argument("--nepochs", type=positive_int, default=d.nepochs, metavar="E", help="training epochs")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, metavar="B", help="groups per optimiser step")
+    p.add_argument("--loss", choices=("nll", "mae"), default=d.loss,
+                   help="Poisson negative log-likelihood on counts, or mean absolute error on amplitudes")
+    p.add_argument("--lr", type=positive_float, default=d.learning_rate, metavar="RATE", help="Adam learning rate")
+    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
+                   help="seed of the grouping, the weight initialisation and the batch order")
+    p.add_argument("--n-groups", type=positive_int, default=None, metavar="B",
+                   help="groups to train on (default: one per scan position; more oversamples neighbours)")
+    p.add_argument("--nphotons", type=positive_float, default=None, metavar="PHOTONS",
+                   help="photons per pattern, overriding the file's 'nphotons' (default: the file's; a file "
+                        "without it is taken to hold sqrt(counts), i.e. nphotons = mean total counts)")
+    p.add_argument("--test-ssim", action="store_true",
+                   help="after every epoch reconstruct DATA and record the amplitude SSIM against its "
+                        "objectGuess in the history (monitoring only; needs objectGuess)")
+    p.add_argument("--quiet", action="store_true", help="no Keras progress bar")
+    p.add_argument("--force", action="store_true", help="replace existing outputs in DIR")
+    p.set_defaults(handler=train)
+
+
+def _with_dose(dataset, path: Path):
+    """``dataset`` with ``nphotons`` set: a file without it holds sqrt(counts), so nphotons = mean Σ X²."""
+    if dataset.nphotons is not None:
+        return dataset
+    counts = float(np.mean(np.sum(np.square(dataset.diffraction, dtype=np.float64), axis=(1, 2))))
+    if counts <= 0:
+        raise CommandError(f"{path}: key 'diffraction': all zero, no signal to reconstruct from")
+    return dataclasses.replace(dataset, nphotons=counts)
+
+
+def _training_config(args: argparse.Namespace):
+    from ptycho.config import TrainingConfig
+
+    try:
+        return TrainingConfig(nepochs=args.nepochs, batch_size=args.batch_size, learning_rate=args.lr,
+                              loss=args.loss, seed=args.seed, verbose=0 if args.quiet else 1)
+    except ValueError as exc:
+        raise _config_error(exc, TRAIN_FLAGS) from None
+
+
+def train(args: argparse.Namespace) -> int:
+    """``ptycho train``: validate everything, then train on the shared path and write the outputs as a set."""
+    config = _training_config(args)
+    path = _existing_file(args.data, "data")
+    dataset = _group(_with_dose(_load_data(path, args.nphotons), path), path, args.gridsize, args.n_groups,
+                     args.seed, "--gridsize")
+    if dataset.n_groups < 2:
+        raise CommandError(f"argument --n-groups: {dataset.n_groups} group cannot be split into training and "
+                           "validation groups; at least 2 are needed")
+    if args.test_ssim and dataset.obj is None:
+        raise CommandError(f"argument --test-ssim: {path} has no objectGuess to compare with")
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CommandError(f"--out-dir {str(out_dir)!r}: exists and is not a directory")
+    from ptycho import workflow
+
+    targets = workflow.training_paths(out_dir)
+    _check_outputs(targets, args.force, dict.fromkeys(targets, "--out-dir"))
+    _check_architecture(dataset.N, path)  # imports TensorFlow
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"{PROG} train: {dataset.n_groups} groups of {dataset.C} patterns {dataset.N}x{dataset.N} from {path}, "
+          f"loss {config.loss}, {config.nepochs} epochs, batch {config.batch_size} -> {out_dir}", flush=True)
+    with _log_to(out_dir / TRAIN_LOG) as log:
+        log.info("ptycho train %s: %d groups of %d, N=%d, s=%.4g, %s", path, dataset.n_groups, dataset.C,
+                 dataset.N, dataset.intensity_scale, json.dumps(dataclasses.asdict(config)))
+        _run_logged(log, lambda: _train_and_write(workflow, dataset, config, args, targets, path, log))
+    print(f"wrote {', '.join(str(t) for t in targets)} (log: {out_dir / TRAIN_LOG})")
+    return 0
+
+
+def _train_and_write(workflow, dataset, config, args, targets: Sequence[Path], path: Path,
+                     log: logging.Logger) -> None:
+    from ptycho import files
+    from ptycho.monitor import EpochLog
+
+    for target in targets if args.force else ():  # a forced run never leaves the old set looking current
+        target.unlink(missing_ok=True)
+    monitor = workflow.Monitoring(dataset, dataset.obj) if args.test_ssim else None
+    with files.atomic_paths(targets) as temps:
+        trained = workflow.train_model(dataset, config, seed=args.seed, monitor=monitor, log=log,
+                                       callbacks=[EpochLog(log, "train", config.nepochs)])
+        workflow.write_training_outputs(trained, temps, title=f"ptycho train {path.name}", metadata={
+            "command": "ptycho train", "data": str(path), "loss": config.loss, "nepochs": config.nepochs,
+            "batch_size": config.batch_size, "learning_rate": config.learning_rate, "seed": args.seed,
+            "n_groups": dataset.n_groups, "nphotons": dataset.nphotons})
+    summary = {k: v for k, v in trained.history.items() if not isinstance(v, list)}
+    log.info("done: %s", json.dumps({k: v for k, v in summary.items() if v is None or math.isfinite(v)}))
+
+
+def _run_logged(log: logging.Logger, job: Callable[[], None]) -> None:
+    """Run ``job``, recording an interruption or a crash in the run log before it propagates."""
+    try:
+        job()
+    except KeyboardInterrupt:
+        log.error("interrupted; no outputs were written")
+        raise
+    except Exception as exc:
+        log.exception("failed: %s: %s; no outputs were written", type(exc).__name__, exc)
+        raise
+
+
+# --------------------------------------------------------------------------------------------------
+# ptycho reconstruct
+
+
+def _add_reconstruct(commands) -> None:
+    p = commands.add_parser(
+        "reconstruct", help="reconstruct the object of a data file with a trained model",
+        description="Predict each group's object with MODEL from DATA's patterns in sqrt(counts) (DATA's "
+                    "own dose; a file without 'nphotons' holds sqrt(counts)) and stitch the central windows at "
+                    "the group centroids (SPEC §5). Writes --out (NPZ: object (S, S) complex64, origin [x0, y0] and "
+                    "extent [left, right, bottom, top] in object pixels, coverage, centroids) and, with --png, "
+                    "a figure of amplitude and phase. When DATA has objectGuess, also writes the metrics of "
+                    "SPEC §5 on the scanned region as JSON (--metrics) and a truth-beside-reconstruction "
+                    "figure (--comparison-png).",
+        formatter_class=DefaultsHelpFormatter)
+    p.add_argument("model", help="model archive written by 'ptycho train' (wts.h5.zip)")
+    p.add_argument("data", help="PtychoPINN NPZ with the diffraction to reconstruct")
+    p.add_argument("--out", required=True, metavar="PATH", help="output NPZ (the stitched complex object)")
+    p.add_argument("--png", metavar="PATH", default=None, help="figure of amplitude and phase (default: none)")
+    p.add_argument("--metrics", metavar="PATH", default=None,
+                   help="metrics JSON, when DATA has objectGuess (default: --out with suffix .metrics.json)")
+    p.add_argument("--comparison-png", metavar="PATH", default=None,
+                   help="truth beside reconstruction, when DATA has objectGuess (default: --out with suffix "
+                        ".comparison.png)")
+    p.add_argument("--gridsize", type=positive_int, default=None, metavar="G",
+                   help="positions per group; must equal the model's (default: the model's)")
+    p.add_argument("--n-groups", type=positive_int, default=None, metavar="B", help="groups (default: one per scan position)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="seed of the grouping")
+    p.add_argument("--stitch-window", type=positive_int, default=20, metavar="PX",
+                   help="central M x M window of each predicted patch that is stitched (pixels)")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.set_defaults(handler=reconstruct)
+
+
+def _reconstruct_outputs(args: argparse.Namespace, has_truth: bool) -> dict[str, Path]:
+    """Output role -> path: 'npz' always, 'png' if asked, 'metrics' and 'comparison' with a truth."""
+    out = Path(args.out)
+    stem = out.with_suffix("") if out.suffix == ".npz" else out
+    outputs = {"npz": out}
+    if args.png:
+        outputs["png"] = Path(args.png)
+    if has_truth:
+        outputs["metrics"] = Path(args.metrics or f"{stem}.metrics.json")
+        outputs["comparison"] = Path(args.comparison_png or f"{stem}.comparison.png")
+    if len(set(outputs.values())) != len(outputs):
+        raise CommandError(f"output paths must differ, got {', '.join(map(str, outputs.values()))}")
+    return outputs
+
+
+def _load_archive(path: Path):
+    """(diffraction_to_obj, N, gridsize) from a model archive; CommandError naming the file otherwise."""
+    from ptycho.persistence import load_model
+
+    try:
+        _, diffraction_to_obj, _ = load_model(path)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CommandError(str(exc)) from None
+    N, _, C = diffraction_to_obj.inputs[0].shape[1:]
+    return diffraction_to_obj, int(N), math.isqrt(int(C))
+
+
+def reconstruct(args: argparse.Namespace) -> int:
+    """``ptycho reconstruct``: validate inputs and outputs, infer and stitch, evaluate when the truth is known."""
+    model_path = _existing_file(args.model, "model")
+    data_path = _existing_file(args.data, "data")
+    dataset = _with_dose(_load_data(data_path), data_path)
+    outputs = _reconstruct_outputs(args, dataset.obj is not None)
+    flags = {outputs["npz"]: "--out", outputs.get("png"): "--png", outputs.get("metrics"): "--metrics",
+             outputs.get("comparison"): "--comparison-png"}
+    _check_outputs(list(outputs.values()), args.force, flags)
+    if args.stitch_window > dataset.N:
+        raise CommandError(f"argument --stitch-window: {args.stitch_window} exceeds the pattern size N = {dataset.N}")
+    diffraction_to_obj, N, gridsize = _load_archive(model_path)  # TensorFlow from here on
+    if dataset.N != N:
+        raise CommandError(f"{data_path}: patterns are {dataset.N}x{dataset.N}, but the model archive "
+                           f"{model_path} was built for N = {N}")
+    if args.gridsize is not None and args.gridsize != gridsize:
+        raise CommandError(f"argument --gridsize: {args.gridsize}, but the model archive {model_path} was "
+                           f"built for gridsize {gridsize}")
+    dataset = _group(dataset, data_path, gridsize, args.n_groups, args.seed,
+                     f"model archive {model_path} (gridsize {gridsize})")
+
+    from ptycho import workflow
+
+    rec, scored = workflow.reconstruct_and_evaluate(diffraction_to_obj, dataset, dataset.obj, M=args.stitch_window,
+                                                    intensity_scale=dataset.intensity_scale)  # sqrt(counts) in
+    _write_reconstruction(outputs, rec, scored, title=f"{data_path.name} reconstructed by {model_path}")
+    print(f"wrote {', '.join(str(p) for p in outputs.values())}")
+    if scored is not None:
+        print(metrics_table(scored.metrics))
+    return 0
+
+
+def _write_reconstruction(outputs: Mapping[str, Path], rec, scored, title: str) -> None:
+    """All of ``outputs`` as one atomic set (see ``ptycho.files.atomic_paths``)."""
+    from ptycho import figures, files
+    from ptycho.reconstruction import save_reconstruction
+
+    for path in outputs.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with files.atomic_paths(list(outputs.values())) as temps:
+        temp = dict(zip(outputs, temps))
+        save_reconstruction(temp["npz"], rec)
+        if "png" in temp:
+            files.save_figure(figures.object_figure(rec.obj, rec.origin, rec.coverage, title=title), temp["png"])
+        if "metrics" in temp:
+            files.write_json(temp["metrics"], scored.metrics)
+            files.save_figure(figures.comparison_figure(scored.reconstruction, scored.truth, scored.origin,
+                                                        scored.metrics, scored.coverage), temp["comparison"])
+
+
+# --------------------------------------------------------------------------------------------------
+# ptycho evaluate
+
+
+def _add_evaluate(commands) -> None:
+    p = commands.add_parser(
+        "evaluate", help="compare a reconstruction with the true object",
+        description="Crop the reconstruction written by 'ptycho reconstruct' and the true object (objectGuess "
+                    "of TRUTH) to the scanned region, register them (sub-pixel), remove the global phase "
+                    "offset, scale the amplitude to the truth's mean, and print MAE, PSNR (dB; peak = the "
+                    "truth's data range), SSIM and FRC50 (cycles per pixel) of amplitude and phase.",
+        formatter_class=DefaultsHelpFormatter)
+    p.add_argument("reconstruction", help="NPZ written by 'ptycho reconstruct'")
+    p.add_argument("truth", help="NPZ with objectGuess (the data file, or any NPZ holding the true object)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    p.set_defaults(handler=evaluate)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """``ptycho evaluate``: metrics of SPEC §5 on the scanned region, as a table or JSON. No TensorFlow."""
+    from ptycho import files
+    from ptycho.data import load_object
+    from ptycho.reconstruction import load_reconstruction
+    from ptycho.scan_region import evaluate_on_scan
+
+    try:
+        rec = load_reconstruction(_existing_file(args.reconstruction, "reconstruction"))
+        truth = load_object(_existing_file(args.truth, "truth"))
+        scored = evaluate_on_scan(rec, truth)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if args.json:
+        print(json.dumps(files.to_jsonable(scored.metrics), indent=2, allow_nan=False))
+    else:
+        print(metrics_table(scored.metrics))
+    return 0
+
+
+#: (row label, metric name stem) of the table; each row shows amplitude_<stem> and phase_<stem>.
+TABLE_ROWS = (("MAE", "mae"), ("PSNR (dB)", "psnr"), ("SSIM", "ssim"), ("FRC50 (cycles/px)", "frc50"))
+
+
+def metrics_table(metrics: Mapping[str, Any]) -> str:
+    """The metrics of ``ptycho.scan_region.evaluate_on_scan`` as a text table (amplitude and phase columns)."""
+    def cell(value: Any) -> str:
+        return "n/a" if value is None else f"{float(value):.4g}"
+
+    lines = [f"{'metric':<18} {'amplitude':>10} {'phase':>10}"]
+    lines += [f"{label:<18} {cell(metrics.get('amplitude_' + stem)):>10} {cell(metrics.get('phase_' + stem)):>10}"
+              for label, stem in TABLE_ROWS]
+    shift = metrics.get("shift") or [math.nan, math.nan]
+    lines.append(f"registration shift [dy, dx] = [{shift[0]:.3g}, {shift[1]:.3g}] px"
+                 + (" (rejected: too large, not applied)" if metrics.get("registration_rejected") else ""))
+    if metrics.get("crop_coverage") is not None:
+        lines.append(f"scanned region covered by the stitch: {100 * metrics['crop_coverage']:.1f} %")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ptycho`` parser with its four subcommands."""
+    parser = OneLineParser(prog=PROG, description="Simulate, train, reconstruct and evaluate ptychography data "
+                           "in the PtychoPINN NPZ format. 'ptycho COMMAND --help' describes each command.")
+    import ptycho
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {ptycho.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_simulate, _add_train, _add_reconstruct, _add_evaluate):
+        add(commands)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``ptycho`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    0 success; 2 a bad argument or input (one line on stderr, nothing written); 130 interrupted (Ctrl-C);
+    a crash in the work itself propagates with its traceback (after the run log records it).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported, if it is
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except CommandError as exc:
+        print(f"{PROG} {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted; no outputs were written", file=sys.stderr)
+        return 130

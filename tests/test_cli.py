@@ -1,0 +1,422 @@
+"""The ``ptycho`` command as a user runs it: ``python -m ptycho`` in a fresh process, on tiny data.
+
+Round trip (module fixture, ~1 min on 2 busy cores): simulate -> train (1 epoch) -> reconstruct -> evaluate,
+plus reconstruct/evaluate of a file in the reference project's format. Every bad input exits 2 with one
+line naming the flag or file and writes nothing; Ctrl-C mid-training exits 130 and leaves no output.
+"""
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ptycho import cli
+from ptycho.evaluation import METRIC_KEYS
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 600  # XLA compilation on 2 shared cores; a hang fails instead of blocking the suite
+#: Lines TensorFlow's C++ runtime prints on import (before absl logging is initialised; no setting hides them).
+TF_NOISE = re.compile(r"^(I0000|W0000|E0000|WARNING: All log messages before absl)")
+TINY = ["--N", "32", "--gridsize", "2", "--n-positions", "40", "--object-size", "64", "--buffer", "8",
+        "--seed", "3"]
+EVERY_METRIC = {*METRIC_KEYS, "shift", "registration_rejected", "crop_coverage"}
+
+
+def run(cwd, *args, timeout=TIMEOUT_S):
+    """``python -m ptycho *args`` in ``cwd``; the CompletedProcess."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    try:
+        return subprocess.run([sys.executable, "-m", "ptycho", *map(str, args)], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"ptycho {' '.join(map(str, args))} did not finish in {timeout} s\n{exc.stderr}")
+
+
+def messages(proc):
+    """stderr without TensorFlow's start-up lines."""
+    return [line for line in proc.stderr.splitlines() if line.strip() and not TF_NOISE.match(line)]
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def tree(directory):
+    """Every path under ``directory`` (relative), with its size and modification time."""
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in Path(directory).rglob("*")}
+
+
+def png_shape(path):
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)  # raises on anything but a valid image
+    assert image[..., :3].std() > 0.02, f"{path} is blank"
+    return image.shape[:2]
+
+
+def write_reference_file(path, data_path):
+    """A data file as the reference project writes it: 'diff3d' float64 sqrt(counts), float64 coordinates,
+    complex128 probe and object, an int scan_index, an extra key; no nphotons, no group_indices."""
+    with np.load(data_path) as npz:
+        ours = {k: npz[k] for k in npz.files}
+    counts_scale = math.sqrt(ours["nphotons"] / np.mean(np.sum(ours["diffraction"].astype(np.float64) ** 2,
+                                                                axis=(1, 2))))
+    np.savez(path, diff3d=ours["diffraction"].astype(np.float64) * counts_scale,
+             xcoords=ours["xcoords"].astype(np.float64), ycoords=ours["ycoords"].astype(np.float64),
+             probeGuess=ours["probeGuess"].astype(np.complex128), objectGuess=ours["objectGuess"].astype(np.complex128),
+             scan_index=np.zeros(len(ours["xcoords"]), np.int64), xcoords_start=ours["xcoords"].astype(np.float64))
+
+
+@pytest.fixture(scope="module")
+def round_trip(tmp_path_factory):
+    """(directory, {step: CompletedProcess, ...: seconds}) of the four commands run one after another."""
+    d = tmp_path_factory.mktemp("cli")
+    steps = {}
+
+    def step(name, *args):
+        start = time.perf_counter()
+        steps[name] = run(d, *args)
+        steps[name + "_s"] = time.perf_counter() - start
+
+    step("simulate", "simulate", "--out", "data.npz", *TINY)
+    step("train", "train", "data.npz", "--out-dir", "run", "--nepochs", "1", "--batch-size", "8", "--test-ssim")
+    step("reconstruct", "reconstruct", "run/wts.h5.zip", "data.npz", "--out", "rec.npz", "--png", "rec.png")
+    step("evaluate", "evaluate", "rec.npz", "data.npz")
+    step("evaluate_json", "evaluate", "rec.npz", "data.npz", "--json")
+    if (d / "data.npz").exists():
+        write_reference_file(d / "reference.npz", d / "data.npz")
+    step("reconstruct_reference", "reconstruct", "run/wts.h5.zip", "reference.npz", "--out", "ref_rec.npz")
+    return d, steps
+
+
+# -------------------------------------------------------------------------------------------- the command
+
+
+def test_console_script_entry_point_is_declared():
+    import importlib.metadata
+    import tomllib
+
+    with open(REPO / "pyproject.toml", "rb") as handle:
+        assert tomllib.load(handle)["project"]["scripts"]["ptycho"] == "ptycho.cli:main"
+    (entry,) = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "ptycho"]
+    assert entry.value == "ptycho.cli:main" and entry.load() is cli.main
+
+
+# Runs ``python -m ptycho`` in a fresh interpreter and reports its exit code and whether TF got loaded.
+RUN_MODULE = """
+import json, runpy, sys
+sys.argv = ["ptycho", *{argv!r}]
+code = 0
+try:
+    runpy.run_module("ptycho", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+print("REPORT" + json.dumps({{"code": code, "tf_loaded": "tensorflow" in sys.modules}}))
+"""
+
+
+def run_module(fresh_python, *argv):
+    out = fresh_python(RUN_MODULE.format(argv=list(argv)), timeout=120)
+    return json.loads(next(l for l in out.splitlines() if l.startswith("REPORT"))[6:]), out
+
+
+@pytest.mark.parametrize("command, expected", [
+    ("simulate", ["--N PX", "(default: 64)", "pixels", "photons per diffraction pattern", "(default: 1e+09)"]),
+    ("train", ["--loss {nll,mae}", "(default: nll)", "(default: 0.001)", "--quiet", "--n-groups", "log scale"]),
+    ("reconstruct", ["--png PATH", "object pixels", "(default: 20)", "--force"]),
+    ("evaluate", ["--json", "cycles per pixel", "dB"]),
+])
+def test_help_shows_defaults_and_units_without_loading_tensorflow(fresh_python, command, expected):
+    report, out = run_module(fresh_python, command, "--help")
+    assert report == {"code": 0, "tf_loaded": False}
+    text = " ".join(out.split())
+    for phrase in expected:
+        assert phrase in text, phrase
+
+
+# ------------------------------------------------------------------------------------------ round trip
+
+
+def test_round_trip_writes_every_file(round_trip):
+    d, steps = round_trip
+    for name in ("simulate", "train", "reconstruct", "evaluate", "evaluate_json", "reconstruct_reference"):
+        ok(steps[name])
+    with np.load(d / "data.npz", allow_pickle=False) as npz:
+        assert {"diffraction", "xcoords", "ycoords", "probeGuess", "objectGuess"} <= set(npz.files)
+        assert npz["diffraction"].shape == (40, 32, 32) and npz["objectGuess"].shape == (64, 64)
+    assert sorted(os.listdir(d / "run")) == ["history.json", "train.log", "training.png", "wts.h5.zip"]
+    assert png_shape(d / "run" / "training.png") == (450, 700)
+    with np.load(d / "rec.npz", allow_pickle=False) as npz:
+        assert sorted(npz.files) == ["centroids", "coverage", "extent", "object", "origin"]
+        assert npz["object"].dtype == np.complex64 and npz["object"].ndim == 2 and np.isfinite(npz["object"]).all()
+        x0, y0 = npz["origin"]
+        h, w = npz["object"].shape
+        np.testing.assert_allclose(npz["extent"], [x0 - 0.5, x0 + w - 0.5, y0 + h - 0.5, y0 - 0.5])
+    assert png_shape(d / "rec.png") == (480, 1100)
+    assert png_shape(d / "rec.comparison.png") == (900, 1100)
+    assert "━" in steps["train"].stdout and "val_loss:" in steps["train"].stdout  # Keras progress bar (no --quiet)
+    assert not [p for p in d.rglob(".*")]  # no temporary files left
+    timings = {k: round(v, 1) for k, v in steps.items() if k.endswith("_s")}
+    print(f"round-trip wall times (s): {timings}")
+
+
+def test_training_history_and_log(round_trip):
+    d, steps = round_trip
+    ok(steps["train"])
+    history = json.loads((d / "run" / "history.json").read_text())
+    assert history["epochs_run"] == 1 and len(history["loss"]) == 1 and math.isfinite(history["loss"][0])
+    assert len(history["test_ssim"]) == 1 and -1.0 <= history["test_ssim"][0] <= 1.0
+    assert -1.0 <= history["test_ssim_initial"] <= 1.0
+    log = (d / "run" / "train.log").read_text()
+    assert "ptycho train data.npz: 40 groups of 4, N=32" in log and "train: epoch 1/1" in log and "done:" in log
+
+
+def test_metrics_json_has_every_key_and_evaluate_agrees(round_trip):
+    d, steps = round_trip
+    ok(steps["reconstruct"])
+    metrics = json.loads((d / "rec.metrics.json").read_text())
+    assert set(metrics) == EVERY_METRIC
+    assert -1.0 <= metrics["amplitude_ssim"] <= 1.0 and 0.0 <= metrics["crop_coverage"] <= 1.0
+    printed = json.loads(ok(steps["evaluate_json"]).stdout)
+    assert set(printed) == EVERY_METRIC
+    for key in METRIC_KEYS:
+        assert printed[key] == pytest.approx(metrics[key], rel=1e-6, abs=1e-9), key
+    table = ok(steps["evaluate"]).stdout
+    assert re.search(r"SSIM\s+" + re.escape(f"{metrics['amplitude_ssim']:.4g}"), table)
+    for row in ("MAE", "PSNR (dB)", "FRC50 (cycles/px)", "registration shift"):
+        assert row in table
+
+
+def test_reference_project_file_is_read(round_trip):
+    """diff3d (float64 sqrt(counts)), float64 coordinates, complex128 probe and object: reconstructs like ours."""
+    d, steps = round_trip
+    ok(steps["reconstruct_reference"])
+    with np.load(d / "rec.npz") as ours, np.load(d / "ref_rec.npz") as theirs:
+        np.testing.assert_allclose(theirs["origin"], ours["origin"])
+        assert theirs["object"].shape == ours["object"].shape
+        # the same patterns up to the stored scale, fed to the model at the model's own s: the same object
+        np.testing.assert_allclose(theirs["object"], ours["object"], rtol=1e-3, atol=1e-3)
+    assert set(json.loads((d / "ref_rec.metrics.json").read_text())) == EVERY_METRIC
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A directory of small input files, good and bad (made in-process; no TensorFlow)."""
+    from ptycho.config import SimulationConfig
+    from ptycho.data import save_npz
+    from ptycho.simulate import simulate_dataset
+
+    d = tmp_path_factory.mktemp("inputs")
+    data = simulate_dataset(SimulationConfig(N=32, gridsize=2, n_positions=12, object_size=48, buffer=6.0, seed=1))
+    save_npz(d / "data.npz", data)
+    good = {"diffraction": data.diffraction, "xcoords": data.xcoords, "ycoords": data.ycoords,
+            "probeGuess": data.probe}
+    np.savez(d / "n30.npz", diffraction=np.ones((4, 30, 30), np.float32), xcoords=np.arange(4.0),
+             ycoords=np.arange(4.0), probeGuess=np.ones((30, 30), np.complex64))
+    np.savez(d / "few.npz", **{k: v[:3] if k != "probeGuess" else v for k, v in good.items()})
+    np.savez(d / "no_probe.npz", **{k: v for k, v in good.items() if k != "probeGuess"})
+    nan = data.diffraction.copy()
+    nan[2, 5, 5] = np.nan
+    np.savez(d / "nan.npz", **{**good, "diffraction": nan})
+    np.savez(d / "pickled.npz", **{**good, "xcoords": np.array([_Payload(d / "pwned")] * 12, dtype=object)},
+             allow_pickle=True)
+    np.savez(d / "data64.npz", diffraction=np.ones((8, 64, 64), np.float32), xcoords=np.arange(8.0) + 20,
+             ycoords=np.arange(8.0) + 20, probeGuess=np.ones((64, 64), np.complex64), nphotons=1e6)
+    (d / "a_file").write_text("not a directory")
+    (d / "existing.npz").write_bytes(b"keep me")
+    return d
+
+
+class _Payload:
+    """Unpickling this would create ``self.marker``: proof that loading executed pickled code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+TRAIN = ["train", "data.npz", "--out-dir", "out"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (TRAIN + ["--loss", "l2"], r"^ptycho train: error: argument --loss: invalid choice: 'l2'"),
+    (TRAIN + ["--nepochs", "0"], r"^ptycho train: error: argument --nepochs: must be a positive integer, got '0'"),
+    (TRAIN + ["--lr", "-1"], r"argument --lr: must be a finite number > 0, got '-1'"),
+    (["train", "n30.npz", "--out-dir", "out"],
+     r"^ptycho train: error: n30.npz: key 'diffraction': patterns are 30x30, N must be a multiple of 4$"),
+    (["train", "few.npz", "--out-dir", "out", "--gridsize", "2"],
+     r"^ptycho train: error: --gridsize: gridsize 2 groups 4 positions, but few.npz holds only 3 scan positions$"),
+    (["train", "no_probe.npz", "--out-dir", "out"], r"^ptycho train: error: no_probe.npz: key 'probeGuess': missing"),
+    (["train", "nan.npz", "--out-dir", "out"], r"^ptycho train: error: nan.npz: key 'diffraction': contains NaN"),
+    (["train", "pickled.npz", "--out-dir", "out"],
+     r"^ptycho train: error: pickled.npz: key 'xcoords': cannot be loaded without pickle"),
+    (["train", "missing.npz", "--out-dir", "out"], r"^ptycho train: error: data 'missing.npz': no such file$"),
+    (["train", "data.npz", "--out-dir", "a_file"], r"--out-dir 'a_file': exists and is not a directory$"),
+    (["train", "data.npz", "--out-dir", "out", "--n-groups", "100000"], r"argument --n-groups: n_groups: asked for"),
+    (["simulate", "--out", "out/x.npz", "--N", "30"], r"^ptycho simulate: error: argument --N: must be a multiple of 4"),
+    (["simulate", "--out", "out/x.npz", "--object-size", "20"], r"argument --buffer: must be < object_size / 2"),
+    (["simulate", "--out", "existing.npz"], r"--out 'existing.npz': exists \(use --force to overwrite\)$"),
+    (["reconstruct", "missing.zip", "data.npz", "--out", "out/r.npz"], r"model 'missing.zip': no such file"),
+    (["reconstruct", "existing.npz", "data.npz", "--out", "out/r.npz"],
+     r"^ptycho reconstruct: error: existing.npz: not a valid zip archive"),
+    (["evaluate", "data.npz", "data.npz"], r"^ptycho evaluate: error: data.npz: key 'object': missing"),
+    (["frobnicate"], r"^ptycho: error: argument COMMAND: invalid choice: 'frobnicate'"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(inputs, argv, message):
+    before = tree(inputs)
+    proc = run(inputs, *argv, timeout=180)
+    lines = messages(proc)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 1 and re.search(message, lines[0]), lines
+    assert "Traceback" not in proc.stderr
+    assert tree(inputs) == before  # no partial output, no directory created, nothing touched
+    assert not (inputs / "pwned").exists()  # the pickled payload never ran
+
+
+def test_mismatched_archive_exits_2(round_trip, inputs):
+    """An archive built for N=32, gridsize 2: data of another N, or another --gridsize, is refused."""
+    model = round_trip[0] / "run" / "wts.h5.zip"
+    before = tree(inputs)
+    cases = [(["reconstruct", model, "data64.npz", "--out", "out/r.npz"],
+              rf"^ptycho reconstruct: error: data64.npz: patterns are 64x64, but the model archive {re.escape(str(model))} "
+              r"was built for N = 32$"),
+             (["reconstruct", model, "data.npz", "--out", "out/r.npz", "--gridsize", "1"],
+              rf"^ptycho reconstruct: error: argument --gridsize: 1, but the model archive .* was built for gridsize 2$")]
+    for argv, message in cases:
+        proc = run(inputs, *argv, timeout=300)
+        lines = messages(proc)
+        assert proc.returncode == 2 and len(lines) == 1 and re.search(message, lines[0]), proc.stderr[-3000:]
+    assert tree(inputs) == before
+
+
+def test_existing_outputs_need_force(round_trip):
+    d, steps = round_trip
+    ok(steps["train"])
+    before = tree(d / "run")
+    proc = run(d, "train", "data.npz", "--out-dir", "run", "--nepochs", "1")
+    assert proc.returncode == 2 and re.search(r"--out-dir '.*history.json': exists \(use --force", messages(proc)[0])
+    assert tree(d / "run") == before
+    proc = run(d, "reconstruct", "run/wts.h5.zip", "data.npz", "--out", "rec.npz")
+    assert proc.returncode == 2 and "--out 'rec.npz': exists (use --force to overwrite)" in messages(proc)[0]
+
+
+# ------------------------------------------------------------------------------------ interrupted runs
+
+
+def test_ctrl_c_mid_training_leaves_no_output(inputs, tmp_path):
+    """SIGINT after the first epoch: exit 130, one line, only the run log (which records it) in DIR."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "ptycho", "train", str(inputs / "data.npz"), "--out-dir", str(out),
+                             "--nepochs", "50", "--batch-size", "8", "--gridsize", "1", "--n-groups", "100",
+                             "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "train.log").exists() and "epoch 1/50" in (out / "train.log").read_text():
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert [l for l in stderr.splitlines() if l.strip() and not TF_NOISE.match(l)] == [
+        "ptycho train: interrupted; no outputs were written"]
+    assert sorted(os.listdir(out)) == ["train.log"]
+    assert "ERROR interrupted; no outputs were written" in (out / "train.log").read_text()
+
+
+def _fake_train(dataset, config, **kwargs):
+    from ptycho import workflow
+
+    return workflow.TrainedModel(None, None, {"loss": [2.0], "val_loss": [2.5], "epochs_run": 1}, 1.0)
+
+
+def _write_outputs(crash):
+    """A stand-in for ``workflow.write_training_outputs`` that writes the history and figure, then the
+    model archive or (``crash``) raises before it."""
+    from ptycho import history
+
+    def write(trained, paths, metadata=None, title=""):
+        history.write_history(trained.history, paths[0], paths[1])
+        if crash:
+            raise RuntimeError("disk full")
+        Path(paths[2]).write_bytes(b"model")
+
+    return write
+
+
+def test_crash_mid_write_leaves_no_output_rerun_writes_fresh_force_replaces(inputs, tmp_path, monkeypatch, capsys):
+    """Outputs appear as a set or not at all; a re-run after a crash needs no --force; --force removes the old
+    set before training, so a forced run that crashes leaves nothing that looks current either."""
+    from ptycho import workflow
+
+    out = tmp_path / "run"
+    argv = ["train", str(inputs / "data.npz"), "--out-dir", str(out), "--nepochs", "1", "--quiet"]
+    monkeypatch.setattr(workflow, "train_model", _fake_train)
+    monkeypatch.setattr(workflow, "write_training_outputs", _write_outputs(crash=True))
+    with pytest.raises(RuntimeError, match="disk full"):
+        cli.main(argv)
+    assert sorted(os.listdir(out)) == ["train.log"]
+    assert "failed: RuntimeError: disk full; no outputs were written" in (out / "train.log").read_text()
+
+    monkeypatch.setattr(workflow, "write_training_outputs", _write_outputs(crash=False))
+    assert cli.main(argv) == 0
+    assert sorted(os.listdir(out)) == ["history.json", "train.log", "training.png", "wts.h5.zip"]
+    assert json.loads((out / "history.json").read_text())["loss"] == [2.0]
+
+    assert cli.main(argv) == 2  # outputs exist: not overwritten without --force
+    assert "exists (use --force to overwrite)" in capsys.readouterr().err
+    monkeypatch.setattr(workflow, "write_training_outputs", _write_outputs(crash=True))
+    with pytest.raises(RuntimeError, match="disk full"):
+        cli.main(argv + ["--force"])
+    assert sorted(os.listdir(out)) == ["train.log"]
+
+
+def test_keyboard_interrupt_is_exit_130_without_outputs(inputs, tmp_path, monkeypatch, capsys):
+    from ptycho import workflow
+
+    def interrupted(dataset, config, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workflow, "train_model", interrupted)
+    out = tmp_path / "run"
+    assert cli.main(["train", str(inputs / "data.npz"), "--out-dir", str(out), "--quiet"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "ptycho train: interrupted; no outputs were written"
+    assert sorted(os.listdir(out)) == ["train.log"]
+
+
+def test_file_without_nphotons_is_taken_as_sqrt_counts(tmp_path):
+    """A reference-project file has no 'nphotons': its amplitudes are sqrt(counts), so s = 1 (ledger CLI-DOSE-001)."""
+    amplitudes = np.full((5, 32, 32), 2.0)
+    dataset = cli._load_data(_save(tmp_path / "ref.npz", diff3d=amplitudes, xcoords=np.arange(5.0),
+                                   ycoords=np.arange(5.0), probeGuess=np.ones((32, 32), np.complex128)))
+    assert dataset.nphotons is None
+    with_dose = cli._with_dose(dataset, tmp_path / "ref.npz")
+    assert with_dose.nphotons == pytest.approx(4.0 * 32 * 32) and with_dose.intensity_scale == pytest.approx(1.0)
+    assert cli._with_dose(cli._load_data(tmp_path / "ref.npz", nphotons=16.0 * 32 * 32),
+                          tmp_path / "ref.npz").intensity_scale == pytest.approx(2.0)
+
+
+def _save(path, **arrays):
+    np.savez(path, **arrays)
+    return path
