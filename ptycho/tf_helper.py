@@ -134,6 +134,15 @@ def translate(images, translations, interpolation="bilinear", use_xla=None):
 # --------------------------------------------------------------------------------------------------
 # Keras layer
 
+def _check_translation_settings(jitter_stddev, interpolation):
+    """Validate ``Translation``'s settings; return ``jitter_stddev`` as a float."""
+    if not (isinstance(jitter_stddev, (int, float)) and math.isfinite(jitter_stddev) and jitter_stddev >= 0):
+        raise ValueError(f"Translation: jitter_stddev must be a finite number >= 0, got {jitter_stddev!r}")
+    if interpolation not in ("bilinear", "nearest"):
+        raise ValueError(f"Translation: interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+    return float(jitter_stddev)
+
+
 @keras.saving.register_keras_serializable(package="ptycho")
 class Translation(keras.layers.Layer):
     """Translate images by per-image shifts: ``call([images (B,H,W,C), shifts (Bt,2)]) -> (B,H,W,C)``.
@@ -144,14 +153,12 @@ class Translation(keras.layers.Layer):
     Images keep their dtype (no autocast: complex and float64 pass through).
     """
 
-    def __init__(self, jitter_stddev=0.0, use_xla=None, interpolation="bilinear", seed=None, **kwargs):
+    # Keras' Layer.__new__ reads __init__'s signature, which a mutmut trampoline would hide (ledger
+    # MUTATION-KERAS-INIT-001); the checks live in _check_translation_settings, which is mutated.
+    def __init__(self, jitter_stddev=0.0, use_xla=None, interpolation="bilinear", seed=None, **kwargs):  # pragma: no mutate block
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        if not (isinstance(jitter_stddev, (int, float)) and math.isfinite(jitter_stddev) and jitter_stddev >= 0):
-            raise ValueError(f"Translation: jitter_stddev must be a finite number >= 0, got {jitter_stddev!r}")
-        if interpolation not in ("bilinear", "nearest"):
-            raise ValueError(f"Translation: interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
-        self.jitter_stddev = float(jitter_stddev)
+        self.jitter_stddev = _check_translation_settings(jitter_stddev, interpolation)
         self.use_xla = should_use_xla() if use_xla is None else bool(use_xla)
         self.interpolation = interpolation
         self.seed = seed

@@ -210,3 +210,161 @@ def test_save_is_atomic(dataset, tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["data.npz"]
     with pytest.raises(ValueError, match="dataset"):
         save_npz(path, {"diffraction": 1})
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact messages and boundaries (added for the mutation score, issue 13: each pins which check fired
+# and what the user reads; a wording change must update them deliberately).
+
+CATALOGUE_MESSAGES = {
+    "coords_outside_object.npz": "key 'xcoords': positions outside the object [0, 39]",
+    "group_index_out_of_range.npz": "key 'group_indices': expected (B, gridsize**2) indices in [0, 30), got (1, 4)",
+    "missing_diffraction.npz": "key 'diffraction': missing (neither 'diffraction' nor legacy 'diff3d'); "
+                               "keys: ['objectGuess', 'probeGuess', 'xcoords', 'ycoords']",
+    "missing_probe.npz": "key 'probeGuess': missing; keys: ['diff3d', 'objectGuess', 'xcoords', 'ycoords']",
+    "missing_xcoords.npz": "key 'xcoords': missing; keys: ['diff3d', 'objectGuess', 'probeGuess', 'ycoords']",
+    "missing_ycoords.npz": "key 'ycoords': missing; keys: ['diff3d', 'objectGuess', 'probeGuess', 'xcoords']",
+    "nan_amplitude.npz": "key 'diff3d': contains NaN or infinite values",
+    "nan_object.npz": "key 'objectGuess': contains NaN or infinite values",
+    "negative_amplitude.npz": "key 'diff3d': negative amplitudes",
+    "object_array_needs_pickle.npz": "key 'ycoords': cannot be loaded without pickle "
+                                     "(Object arrays cannot be loaded when allow_pickle=False)",
+    "shape_mismatch_diffraction.npz": "key 'diff3d': expected (M, N, N) with M >= 1, got (30, 16, 15)",
+    "shape_mismatch_ycoords.npz": "key 'ycoords': expected shape (30,), got (29,)",
+    "wrong_probe_size.npz": "key 'probeGuess': expected shape (16, 16), got (18, 18)",
+}
+
+
+def _message(call):
+    with pytest.raises(ValueError) as info:
+        call()
+    return str(info.value)
+
+
+def test_malformed_catalogue_messages_are_exact():
+    catalogue = json.loads((MALFORMED / "catalogue.json").read_text())
+    assert sorted(catalogue) == sorted(CATALOGUE_MESSAGES)
+    for name, expected in CATALOGUE_MESSAGES.items():
+        path = MALFORMED / name
+        assert _message(lambda: load_npz(path, gridsize=2)) == f"{path}: {expected}", name
+
+
+def _legacy_file(tmp_path, name="f.npz", **changes):
+    rng = np.random.default_rng(3)
+    arrays = dict(diff3d=rng.uniform(0, 1, (5, 4, 4)).astype(np.float32), xcoords=np.array([0.0, 1, 2, 3, 9]),
+                  ycoords=np.array([0.0, 1, 2, 3, 7]), probeGuess=np.ones((4, 4), np.complex64),
+                  objectGuess=np.ones((8, 10), np.complex64))
+    arrays.update(changes)
+    return _write(tmp_path / name, **{k: v for k, v in arrays.items() if v is not None})
+
+
+@pytest.mark.parametrize("changes, expected", [
+    (dict(diff3d=np.array([["a"]])), "key 'diff3d': unsupported dtype <U1"),
+    (dict(diff3d=np.zeros((5, 4))), "key 'diff3d': expected shape 3 dimensions, got (5, 4)"),
+    (dict(xcoords=np.zeros((5, 1))), "key 'xcoords': expected shape (5,), got (5, 1)"),
+    (dict(xcoords=np.full(5, np.inf)), "key 'xcoords': contains NaN or infinite values"),
+    (dict(ycoords=np.array([0.0, 1, 2, 3, 7.5])), "key 'ycoords': positions outside the object [0, 7]"),
+    (dict(xcoords=np.array([-0.5, 1, 2, 3, 9])), "key 'xcoords': positions outside the object [0, 9]"),
+    (dict(scan_index=np.arange(4)), "key 'scan_index': expected shape (5,), got (4,)"),
+    (dict(scan_index=np.arange(5.0)), "key 'scan_index': unsupported dtype float64"),
+    (dict(nphotons=np.float64(0.0)), "key 'nphotons': must be > 0, got 0.0"),
+    (dict(nphotons=np.float64(np.nan)), "key 'nphotons': contains NaN or infinite values"),
+    (dict(nphotons=np.array(["x"])), "key 'nphotons': unsupported dtype <U1"),
+    (dict(group_indices=np.array([[0, 1, 2]])), "key 'group_indices': expected (B, gridsize**2) indices in [0, 5), "
+                                                "got (1, 3)"),
+    (dict(group_indices=np.array([[0, 1, -1, 2]])), "key 'group_indices': expected (B, gridsize**2) indices in "
+                                                    "[0, 5), got (1, 4)"),
+    (dict(group_indices=np.zeros((0, 4), np.int64)), "key 'group_indices': expected (B, gridsize**2) indices in "
+                                                     "[0, 5), got (0, 4)"),
+])
+def test_npz_validation_messages_are_exact(tmp_path, changes, expected):
+    path = _legacy_file(tmp_path, **changes)
+    assert _message(lambda: load_npz(path, gridsize=2)) == f"{path}: {expected}"
+
+
+def test_npz_boundaries_and_conversions(tmp_path):
+    """Positions exactly on the object's edges, one pattern, a dose below one photon, integer inputs."""
+    path = _legacy_file(tmp_path, diff3d=np.ones((5, 4, 4), np.float64), xcoords=np.array([0, 1, 2, 3, 9]),
+                        scan_index=np.arange(5, dtype=np.int32), nphotons=np.float64(0.5),
+                        group_indices=np.array([[0, 1, 2, 3], [4, 3, 2, 1]], np.int32))
+    ds = load_npz(path, gridsize=2)
+    assert ds.diffraction.dtype == np.float32 and ds.xcoords.dtype == np.float64
+    assert ds.scan_index.dtype == np.int64 and ds.group_indices.dtype == np.int64 and ds.nphotons == 0.5
+    np.testing.assert_array_equal(ds.group_indices, [[0, 1, 2, 3], [4, 3, 2, 1]])
+    assert ds.obj.shape == (8, 10) and ds.probe.dtype == np.complex64
+    one = _legacy_file(tmp_path, "one.npz", diff3d=np.ones((1, 4, 4), np.float32), xcoords=np.array([9.0]),
+                       ycoords=np.array([7.0]))
+    single = load_npz(one)
+    assert single.n_positions == 1 and single.xcoords[0] == 9.0
+
+
+def _valid_fields():
+    rng = np.random.default_rng(1)
+    return dict(diffraction=rng.uniform(0, 1, (5, 4, 4)), xcoords=np.array([0, 1, 2, 3, 9]),
+                ycoords=np.array([0.0, 1, 2, 3, 7]), probe=np.ones((4, 4, 1)),
+                group_indices=np.array([[0, 1, 2, 3]], np.int32), obj=np.ones((8, 10)),
+                nphotons=np.float32(0.25), scan_index=np.arange(5, dtype=np.uint8))
+
+
+def test_dataset_converts_dtypes_and_accepts_boundaries():
+    ds = PtychoDataset(**_valid_fields())
+    assert ds.diffraction.dtype == np.float32 and ds.xcoords.dtype == np.float64 and ds.ycoords.dtype == np.float64
+    assert ds.probe.shape == (4, 4) and ds.probe.dtype == np.complex64 and ds.obj.dtype == np.complex64
+    assert ds.group_indices.dtype == np.int64 and ds.scan_index.dtype == np.int64
+    assert isinstance(ds.nphotons, float) and ds.nphotons == 0.25
+    import tensorflow as tf
+
+    as_tensor = PtychoDataset(**{**_valid_fields(), "probe": tf.ones((4, 4), tf.complex64)})
+    np.testing.assert_array_equal(as_tensor.probe, np.ones((4, 4), np.complex64))
+    one = PtychoDataset(diffraction=np.ones((1, 4, 4)), xcoords=[1.0], ycoords=[1.0], probe=np.ones((4, 4)))
+    assert one.n_positions == 1 and one.n_groups == 1
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("diffraction", np.array([[["a"]]]), "PtychoDataset.diffraction: must be a real numeric array, got dtype <U1"),
+    ("diffraction", np.ones((5, 4)), "PtychoDataset.diffraction: must have 3 dimensions, got shape (5, 4)"),
+    ("diffraction", np.full((5, 4, 4), np.nan), "PtychoDataset.diffraction: contains non-finite values"),
+    ("diffraction", np.ones((5, 4, 3)), "PtychoDataset.diffraction: must be (M, N, N) with M >= 1, got shape (5, 4, 3)"),
+    ("diffraction", -np.ones((5, 4, 4)), "PtychoDataset.diffraction: amplitudes must be >= 0"),
+    ("xcoords", np.zeros(4), "PtychoDataset.xcoords: must have shape (M,) = (5,) to match diffraction, got (4,)"),
+    ("probe", np.array([["a"]]), "PtychoDataset.probe: must be a numeric array, got dtype <U1"),
+    ("probe", np.ones((4, 4, 2)), "PtychoDataset.probe: must have 2 dimensions, got shape (4, 4, 2)"),
+    ("probe", np.full((4, 4), np.nan), "PtychoDataset.probe: contains non-finite values"),
+    ("probe", np.ones((3, 3)), "PtychoDataset.probe: must have shape (N, N) = (4, 4) to match diffraction, got (3, 3)"),
+    ("obj", np.full((8, 10), np.inf), "PtychoDataset.obj: contains non-finite values"),
+    ("xcoords", np.array([0, 1, 2, 3, 9.5]), "PtychoDataset.xcoords: positions must lie inside the object [0, 9], "
+                                             "got [0.000, 9.500]"),
+    ("ycoords", np.array([-0.25, 1, 2, 3, 7]), "PtychoDataset.ycoords: positions must lie inside the object [0, 7], "
+                                               "got [-0.250, 7.000]"),
+    ("group_indices", np.array([[0.0, 1, 2, 3]]), "PtychoDataset.group_indices: must be a (B, C) integer array with "
+                                                  "B >= 1, got (1, 4) float64"),
+    ("group_indices", np.zeros((0, 4), np.int64), "PtychoDataset.group_indices: must be a (B, C) integer array with "
+                                                  "B >= 1, got (0, 4) int64"),
+    ("group_indices", np.array([0, 1]), "PtychoDataset.group_indices: must be a (B, C) integer array with B >= 1, "
+                                        "got (2,) int64"),
+    ("group_indices", np.array([[0, 1]]), "PtychoDataset.group_indices: C = 2 is not a perfect square (gridsize**2)"),
+    ("group_indices", np.array([[0, 1, 2, 5]]), "PtychoDataset.group_indices: indices must lie in [0, 5), got [0, 5]"),
+    ("group_indices", np.array([[-1, 1, 2, 3]]), "PtychoDataset.group_indices: indices must lie in [0, 5), got [-1, 3]"),
+    ("nphotons", True, "PtychoDataset.nphotons: must be None or a finite number > 0, got True"),
+    ("nphotons", "1e4", "PtychoDataset.nphotons: must be None or a finite number > 0, got '1e4'"),
+    ("nphotons", float("inf"), "PtychoDataset.nphotons: must be None or a finite number > 0, got inf"),
+    ("nphotons", 0.0, "PtychoDataset.nphotons: must be None or a finite number > 0, got 0.0"),
+    ("scan_index", np.arange(4), "PtychoDataset.scan_index: must be (M,) = (5,) integers, got (4,) int64"),
+    ("scan_index", np.arange(5.0), "PtychoDataset.scan_index: must be (M,) = (5,) integers, got (5,) float64"),
+])
+def test_dataset_validation_messages_are_exact(field, value, expected):
+    f = _valid_fields()
+    f[field] = value
+    assert _message(lambda: PtychoDataset(**f)) == expected
+
+
+def test_subset_messages_and_selectors():
+    ds = PtychoDataset(**{**_valid_fields(), "group_indices": np.array([[0, 1, 2, 3], [4, 3, 2, 1]])})
+    np.testing.assert_array_equal(ds.subset(1).group_indices, [[4, 3, 2, 1]])
+    np.testing.assert_array_equal(ds.subset(np.int64(0)).group_indices, [[0, 1, 2, 3]])
+    np.testing.assert_array_equal(ds.subset(slice(0, 2)).group_indices, ds.group_indices)
+    assert _message(lambda: ds.subset(True)).startswith("group_idx: must select at least one group, got shape")
+    assert _message(lambda: ds.subset([])) == "group_idx: must select at least one group, got shape (0, 4)"
+    assert _message(lambda: ds.subset(7)) == ("group_idx: cannot select groups of 2: index 7 is out of bounds "
+                                             "for axis 0 with size 2")
+    assert _message(lambda: ds.subset(None)).startswith("group_idx: must select at least one group")

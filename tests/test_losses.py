@@ -108,3 +108,15 @@ def test_losses_are_registered_and_usable_by_name():
         fn = keras.saving.get_registered_object(f"ptycho>{name}")
         assert fn is getattr(losses, name)
         assert keras.losses.deserialize(keras.losses.serialize(fn)) is fn
+
+
+def test_losses_cast_integer_predictions_and_keep_float64():
+    """Integer predictions are cast to float32; float64 inputs stay float64 (no silent downcast)."""
+    counts = np.array([[0.0, 4.0], [9.0, 1.0]])
+    for loss in (losses.poisson_nll, losses.mae):
+        as_int = loss(counts, tf.constant([[1, 4], [9, 2]], tf.int32))
+        as_float = loss(counts.astype(np.float32), np.array([[1, 4], [9, 2]], np.float32))
+        assert as_int.dtype == tf.float32
+        np.testing.assert_allclose(as_int.numpy(), as_float.numpy(), rtol=1e-6)
+        as_f64 = loss(counts, counts + 0.5)
+        assert as_f64.dtype == tf.float64

@@ -169,3 +169,90 @@ def test_real_exit_waves_give_centrosymmetric_patterns():
     assert np.abs(real - reflected(real)).max() < 1e-5 * real.max()
     complex_ = patterns(phase=True)
     assert np.abs(complex_ - reflected(complex_)).max() > 1e-2 * complex_.max()
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation messages, boundaries and the chunked patch loop (added for the mutation score, issue 13)
+
+def _message(call):
+    with pytest.raises(ValueError) as info:
+        call()
+    return str(info.value)
+
+
+def test_shape_checks_name_the_argument_exactly():
+    sq = np.ones((4, 4), np.complex64)
+    assert _message(lambda: physics.illuminate(np.ones((4, 5)), sq)) == \
+        "probe: last two axes must be (N, N), got shape (4, 5)"
+    assert _message(lambda: physics.illuminate(sq, np.ones((2, 3, 4)))) == \
+        "patches: last two axes must be (N, N), got shape (2, 3, 4)"
+    assert _message(lambda: physics.illuminate(sq, np.ones(4))) == \
+        "patches: last two axes must be (N, N), got shape (4,)"
+    assert _message(lambda: physics.illuminate(sq, np.ones((3, 5, 5)))) == \
+        "patches: last two axes (5, 5) do not match probe (4, 4)"
+    assert _message(lambda: physics.far_field_amplitude(np.ones((2, 3, 4)))) == \
+        "field: last two axes must be (N, N), got shape (2, 3, 4)"
+    # patches with extra leading axes broadcast against the probe
+    out = physics.illuminate(2 * sq, np.ones((2, 3, 4, 4), np.complex64))
+    assert out.shape == (2, 3, 4, 4) and np.all(out == 2)
+
+
+def test_intensity_scale_and_poisson_validation_messages_and_boundaries():
+    amps = np.ones((2, 4, 4))
+    assert _message(lambda: physics.intensity_scale(np.ones((4, 4)), 1.0)) == \
+        "amplitudes: must be (M, N, N), got shape (4, 4)"
+    for bad in (True, 0.0, -1.0, float("nan")):
+        assert _message(lambda: physics.intensity_scale(amps, bad)) == \
+            f"nphotons: must be a finite number > 0, got {bad!r}"
+    assert physics.intensity_scale(amps, 0.5) == pytest.approx(np.sqrt(0.5 / 16))
+    assert _message(lambda: physics.intensity_scale(np.zeros((2, 4, 4)), 1.0)) == \
+        "amplitudes: mean total power must be finite and > 0, got 0.0"
+    assert physics.intensity_scale(np.full((1, 2, 2), 0.25), 1.0) == pytest.approx(2.0)  # power 0.25 < 1 is valid
+    # float32 amplitudes: the power is accumulated in float64
+    big = np.full((1, 64, 64), 1 + 2 ** -12, np.float32)
+    expected = np.sqrt(1e6 / (4096 * np.float64(big[0, 0, 0]) ** 2))
+    assert physics.intensity_scale(big, 1e6) == pytest.approx(expected, rel=1e-14)
+
+    rng = np.random.default_rng(0)
+    assert _message(lambda: physics.poisson_sample(amps, 1.0, 5)) == \
+        "rng: must be a numpy.random.Generator, got int"
+    for bad in (True, 0.0, float("inf")):
+        assert _message(lambda: physics.poisson_sample(amps, bad, rng)) == \
+            f"scale: must be a finite number > 0, got {bad!r}"
+    for bad in (amps + 0j, -amps, np.full((2, 4, 4), np.nan)):
+        assert _message(lambda: physics.poisson_sample(bad, 1.0, rng)) == "amplitudes: must be real, finite and >= 0"
+    counts, x = physics.poisson_sample(np.zeros((1, 2, 2)), 0.5, rng)  # zero amplitude and scale < 1 are valid
+    assert counts.sum() == 0 and x.dtype == np.float32
+    # λ = s²A² in float64: float32 amplitudes give the same draws as their float64 values
+    a32 = rng.uniform(0, 30, (2, 8, 8)).astype(np.float32)
+    c32, _ = physics.poisson_sample(a32, 3.3, np.random.default_rng(5))
+    c64, _ = physics.poisson_sample(a32.astype(np.float64), 3.3, np.random.default_rng(5))
+    np.testing.assert_array_equal(c32, c64)
+
+
+def test_object_patches_validation_messages_and_boundaries():
+    obj = np.ones((6, 6), np.complex64)
+    assert _message(lambda: physics.object_patches(obj, [1.0], [np.nan], 2)) == "xcoords, ycoords: must be finite"
+    for bad in (0, True, 2.0):
+        assert _message(lambda: physics.object_patches(obj, [1.0], [1.0], bad)) == \
+            f"N: must be a positive int, got {bad!r}"
+    one = physics.object_patches(obj * 3, [2.0], [2.0], 1)  # N = 1 is a valid patch size
+    assert one.shape == (1, 1, 1) and one[0, 0, 0] == 3
+
+
+def test_object_patches_far_outside_the_object_are_zero():
+    """Zero fill per tap, even for positions many patch widths outside the object (no wrap-around)."""
+    obj = np.ones((10, 12), np.complex64)
+    patches = physics.object_patches(obj, [-100.0, 5.0, 300.0], [5.0, -80.5, 200.0], 4)
+    assert np.all(patches == 0)
+
+
+def test_object_patches_chunks_cover_every_position():
+    """More positions than one chunk (_PATCH_CHUNK): every patch equals the patch cut alone."""
+    rng = np.random.default_rng(2)
+    obj = (rng.standard_normal((20, 20)) + 1j * rng.standard_normal((20, 20))).astype(np.complex64)
+    M = 2 * physics._PATCH_CHUNK + 37
+    x, y = rng.uniform(0, 19, M), rng.uniform(0, 19, M)
+    patches = physics.object_patches(obj, x, y, 4)
+    for m in (0, physics._PATCH_CHUNK - 1, physics._PATCH_CHUNK, 2 * physics._PATCH_CHUNK + 1, M - 1):
+        np.testing.assert_array_equal(patches[m], physics.object_patches(obj, x[m:m + 1], y[m:m + 1], 4)[0])
