@@ -100,7 +100,10 @@ def _group(dataset, path: Path, gridsize: int, n_groups: Optional[int], seed: in
         groups = group_positions(dataset.xcoords, dataset.ycoords, gridsize, n_groups=n_groups,
                                  rng=np.random.default_rng(seed))
     except ValueError as exc:
-        raise CommandError(f"argument --n-groups: {exc}" if "n_groups" in str(exc) else f"{path}: {exc}") from None
+        message = str(exc)
+        if message.startswith("n_groups: "):
+            raise CommandError(f"argument --n-groups: {message.removeprefix('n_groups: ')}") from None
+        raise CommandError(f"{path}: {message}") from None
     return dataclasses.replace(dataset, group_indices=groups)
 
 
@@ -139,19 +142,22 @@ def _add_simulate(commands) -> None:
                     "objectGuess complex64, group_indices (M, gridsize²), nphotons.",
         formatter_class=DefaultsHelpFormatter)
     p.add_argument("--out", required=True, metavar="PATH", help="output NPZ file")
-    p.add_argument("--N", type=positive_int, default=64, metavar="PX", help="diffraction pattern side (pixels; a multiple of 4; "
+    p.add_argument("--N", type=positive_int, default=64, metavar="PX",
+                   help="diffraction pattern side (pixels; a multiple of 4; "
                    "training needs 8·2^k >= 32)")
     p.add_argument("--gridsize", type=positive_int, default=2, metavar="G",
                    help="groups stored with the data: gridsize² neighbouring positions each")
     p.add_argument("--nphotons", type=positive_float, default=d.nphotons, metavar="PHOTONS",
                    help="dose: expected photons per diffraction pattern (counts)")
-    p.add_argument("--n-positions", type=positive_int, default=d.n_positions, metavar="M", help="number of scan positions M")
+    p.add_argument("--n-positions", type=positive_int, default=d.n_positions, metavar="M",
+                   help="number of scan positions M")
     p.add_argument("--object", choices=("lines", "grf"), default=d.object_kind,
                    help="synthetic object: random lines or a Gaussian random field")
     p.add_argument("--object-size", type=positive_int, default=d.object_size, metavar="PX", help="object side (pixels)")
     p.add_argument("--buffer", type=nonnegative_float, default=d.buffer, metavar="PX",
                    help="smallest distance of a scan position from the object edge (pixels)")
-    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="seed of the object, positions, groups and noise")
+    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
+                   help="seed of the object, positions, groups and noise")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(handler=simulate)
 
@@ -202,7 +208,8 @@ def _add_train(commands) -> None:
     p.add_argument("--out-dir", required=True, metavar="DIR", help="directory for the outputs (created)")
     p.add_argument("--gridsize", type=positive_int, default=2, metavar="G", help="positions per group: gridsize²")
     p.add_argument("--nepochs", type=positive_int, default=d.nepochs, metavar="E", help="training epochs")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, metavar="B", help="groups per optimiser step")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, metavar="B",
+                   help="groups per optimiser step")
     p.add_argument("--loss", choices=("nll", "mae"), default=d.loss,
                    help="Poisson negative log-likelihood on counts, or mean absolute error on amplitudes")
     p.add_argument("--lr", type=positive_float, default=d.learning_rate, metavar="RATE", help="Adam learning rate")
@@ -328,7 +335,8 @@ def _add_reconstruct(commands) -> None:
                         ".comparison.png)")
     p.add_argument("--gridsize", type=positive_int, default=None, metavar="G",
                    help="positions per group; must equal the model's (default: the model's)")
-    p.add_argument("--n-groups", type=positive_int, default=None, metavar="B", help="groups (default: one per scan position)")
+    p.add_argument("--n-groups", type=positive_int, default=None, metavar="B",
+                   help="groups (default: one per scan position)")
     p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="seed of the grouping")
     p.add_argument("--stitch-window", type=positive_int, default=20, metavar="PX",
                    help="central M x M window of each predicted patch that is stitched (pixels)")

@@ -108,7 +108,8 @@ def write_training_outputs(trained: TrainedModel, paths: Sequence[os.PathLike | 
 
 def reconstruct_and_evaluate(diffraction_to_obj: Any, dataset: PtychoDataset,
                              truth: Optional[np.ndarray] = None, M: int = 20,
-                             intensity_scale: Optional[float] = None) -> tuple[Reconstruction, Optional[ScanEvaluation]]:
+                             intensity_scale: Optional[float] = None
+                             ) -> tuple[Reconstruction, Optional[ScanEvaluation]]:
     """Reconstruct ``dataset`` (inference + stitching) and, given ``truth`` (H, W) complex, evaluate it on
     the scanned region (None without truth). ``intensity_scale``: see ``ptycho.inference.reconstruct``."""
     from ptycho import inference

@@ -46,7 +46,8 @@ def messages(proc):
 
 
 def ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, \
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
     return proc
 
 
@@ -267,8 +268,10 @@ TRAIN = ["train", "data.npz", "--out-dir", "out"]
      r"^ptycho train: error: pickled.npz: key 'xcoords': cannot be loaded without pickle"),
     (["train", "missing.npz", "--out-dir", "out"], r"^ptycho train: error: data 'missing.npz': no such file$"),
     (["train", "data.npz", "--out-dir", "a_file"], r"--out-dir 'a_file': exists and is not a directory$"),
-    (["train", "data.npz", "--out-dir", "out", "--n-groups", "100000"], r"argument --n-groups: n_groups: asked for"),
-    (["simulate", "--out", "out/x.npz", "--N", "30"], r"^ptycho simulate: error: argument --N: must be a multiple of 4"),
+    (["train", "data.npz", "--out-dir", "out", "--n-groups", "100000"],
+     r"argument --n-groups: asked for 100000 groups but only \d+ distinct"),
+    (["simulate", "--out", "out/x.npz", "--N", "30"],
+     r"^ptycho simulate: error: argument --N: must be a multiple of 4"),
     (["simulate", "--out", "out/x.npz", "--object-size", "20"], r"argument --buffer: must be < object_size / 2"),
     (["simulate", "--out", "existing.npz"], r"--out 'existing.npz': exists \(use --force to overwrite\)$"),
     (["reconstruct", "missing.zip", "data.npz", "--out", "out/r.npz"], r"model 'missing.zip': no such file"),
@@ -293,10 +296,12 @@ def test_mismatched_archive_exits_2(round_trip, inputs):
     model = round_trip[0] / "run" / "wts.h5.zip"
     before = tree(inputs)
     cases = [(["reconstruct", model, "data64.npz", "--out", "out/r.npz"],
-              rf"^ptycho reconstruct: error: data64.npz: patterns are 64x64, but the model archive {re.escape(str(model))} "
+              r"^ptycho reconstruct: error: data64.npz: patterns are 64x64, "
+              rf"but the model archive {re.escape(str(model))} "
               r"was built for N = 32$"),
              (["reconstruct", model, "data.npz", "--out", "out/r.npz", "--gridsize", "1"],
-              rf"^ptycho reconstruct: error: argument --gridsize: 1, but the model archive .* was built for gridsize 2$")]
+              r"^ptycho reconstruct: error: argument --gridsize: 1, "
+              r"but the model archive .* was built for gridsize 2$")]
     for argv, message in cases:
         proc = run(inputs, *argv, timeout=300)
         lines = messages(proc)
