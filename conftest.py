@@ -25,6 +25,14 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+# Mutation testing (tox -e mutation) runs the property tests once per mutant: fewer, derandomised examples.
+settings.register_profile(
+    "mutation",
+    derandomize=True,
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))

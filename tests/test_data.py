@@ -368,3 +368,38 @@ def test_subset_messages_and_selectors():
     assert _message(lambda: ds.subset(7)) == ("group_idx: cannot select groups of 2: index 7 is out of bounds "
                                              "for axis 0 with size 2")
     assert _message(lambda: ds.subset(None)).startswith("group_idx: must select at least one group")
+
+
+def test_load_object_reads_only_the_object_and_validates(tmp_path):
+    from ptycho.data import load_object
+
+    fixture = pathlib.Path(__file__).resolve().parent / "fixtures" / "sim_gridsize2_N32.npz"
+    obj = load_object(fixture)
+    with np.load(fixture, allow_pickle=False) as npz:
+        np.testing.assert_array_equal(obj, npz["objectGuess"])
+    assert obj.dtype == np.complex64 and obj.shape == (64, 64)
+    only = _write(tmp_path / "only.npz", objectGuess=np.arange(6, dtype=np.float64).reshape(2, 3))
+    np.testing.assert_array_equal(load_object(only), np.arange(6).reshape(2, 3).astype(np.complex64))
+    assert load_object(only).dtype == np.complex64
+    cases = {
+        "missing.npz": (dict(xcoords=np.zeros(2)), "key 'objectGuess': missing (the true object is needed); "
+                                                   "keys: ['xcoords']"),
+        "nan.npz": (dict(objectGuess=np.full((2, 2), np.nan)), "key 'objectGuess': contains NaN or infinite values"),
+        "flat.npz": (dict(objectGuess=np.zeros(4)), "key 'objectGuess': expected shape 2 dimensions, got (4,)"),
+        "empty.npz": (dict(objectGuess=np.zeros((0, 3))), "key 'objectGuess': expected a non-empty (H, W) object, "
+                                                          "got (0, 3)"),
+        "text.npz": (dict(objectGuess=np.array([["a"]])), "key 'objectGuess': unsupported dtype <U1"),
+        "pickled.npz": (dict(objectGuess=np.array([[None]], dtype=object)),
+                        "key 'objectGuess': cannot be loaded without pickle "
+                        "(Object arrays cannot be loaded when allow_pickle=False)"),
+    }
+    for name, (arrays, expected) in cases.items():
+        path = _write(tmp_path / name, **arrays)
+        assert _message(lambda: load_object(path)) == f"{path}: {expected}", name
+    single = tmp_path / "single.npy"
+    np.save(single, np.ones((2, 2)))
+    assert _message(lambda: load_object(single)) == f"{single}: is a single .npy array, not an NPZ archive with keys"
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip")
+    assert _message(lambda: load_object(garbage)).startswith(
+        f"{garbage}: cannot be read as an NPZ archive without pickle (")

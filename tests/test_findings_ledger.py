@@ -58,3 +58,38 @@ def test_every_named_test_exists():
         warnings.warn(f"{len(pending)} findings-ledger entries are pending a test: {pending}")
     print(f"findings ledger: {len(pending)} pending")
     assert not missing, "ledger names tests that do not exist:\n" + "\n".join(missing)
+
+
+def _replay_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("replay_defects", ROOT / "scripts" / "replay_defects.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_pinned_defect_names_a_patch_and_a_test():
+    """Each entry of the Defects section names its test(s) and a planted-defect patch that exists; every patch
+    in tests/fixtures/defects/ belongs to an entry (scripts/replay_defects.py replays them)."""
+    replay = _replay_module()
+    entries = replay.defect_entries(LEDGER)
+    assert len(entries) >= 12, [e for e, _, _ in entries]
+    problems = []
+    for entry_id, tests, patch in entries:
+        if not tests:
+            problems.append(f"{entry_id}: names no test")
+        if patch is None:
+            problems.append(f"{entry_id}: names no patch")
+            continue
+        path = ROOT / patch
+        if not path.is_file():
+            problems.append(f"{entry_id}: patch {patch} does not exist")
+            continue
+        text = path.read_text(encoding="utf-8")
+        if not re.search(r"^--- a/ptycho/.*\n\+\+\+ b/ptycho/", text, re.M) or entry_id not in text.splitlines()[0]:
+            problems.append(f"{entry_id}: {patch} must start with a line naming the entry and patch ptycho/")
+    named = {patch for _, _, patch in entries if patch}
+    on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests" / "fixtures" / "defects").glob("*.patch")}
+    problems += [f"{p}: no ledger entry names it" for p in sorted(on_disk - named)]
+    assert not problems, "\n".join(problems)

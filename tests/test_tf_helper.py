@@ -235,3 +235,71 @@ def test_stitch_known_placement_and_normalisation():
     np.testing.assert_allclose(row[c + 1:c + 3], 3.0, atol=1e-6)
     with pytest.raises(ValueError, match="global_offsets"):
         th.reassemble_position(patches, offsets[:, :, :, :1][:1], M=M)
+
+
+# ---------------------------------------------------------------- exact semantics of the layer and the non-XLA
+# front end (added for the mutation score, issue 13)
+
+def test_translate_core_xla_workaround_is_translate_xla():
+    rng = np.random.default_rng(4)
+    images = (rng.standard_normal((6, 7, 5, 1)) + 1j * rng.standard_normal((6, 7, 5, 1))).astype(np.complex64)
+    shifts = rng.uniform(-2, 2, (3, 2)).astype(np.float32)
+    for interpolation in ("bilinear", "nearest"):
+        out = th.translate_core(images, shifts, interpolation, use_xla_workaround=True).numpy()
+        np.testing.assert_array_equal(out, translate_xla(images, shifts, interpolation, use_jit=True).numpy())
+        np.testing.assert_allclose(out, th.translate_core(images, shifts, interpolation).numpy(), atol=1e-5)
+
+
+def test_translate_core_errors_name_translate_core():
+    with pytest.raises(ValueError, match=r"^translate_core: images batch size 5 is incompatible with translations "
+                                         r"batch size 2"):
+        th.translate_core(np.zeros((5, 4, 4, 1), np.float32), np.zeros((2, 2), np.float32))
+    run = tf.function(lambda x, s: th.translate_core(x, s),
+                      input_signature=[tf.TensorSpec([None, 4, 4, 1]), tf.TensorSpec([None, 2])])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"translate_core: images batch size B \(runtime\)"):
+        run(tf.zeros((5, 4, 4, 1)), tf.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(jitter_stddev=-0.5), "Translation: jitter_stddev must be a finite number >= 0, got -0.5"),
+    (dict(jitter_stddev=float("nan")), "Translation: jitter_stddev must be a finite number >= 0, got nan"),
+    (dict(jitter_stddev="1"), "Translation: jitter_stddev must be a finite number >= 0, got '1'"),
+    (dict(interpolation="cubic"), "Translation: interpolation must be 'bilinear' or 'nearest', got 'cubic'"),
+])
+def test_translation_layer_rejects_bad_settings_exactly(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        th.Translation(use_xla=True, **kwargs)
+    assert str(info.value) == message
+
+
+def test_translation_layer_jitter_is_added_seeded_noise_of_its_stddev(monkeypatch):
+    """training=True moves by shifts + N(0, stddev²) drawn from SeedGenerator(seed), nearest or bilinear as set;
+    call reads no global switch (a garbage USE_XLA_TRANSLATE after construction is never looked at)."""
+    rng = np.random.default_rng(8)
+    images = tf.constant(rng.standard_normal((3, 12, 12, 1)).astype(np.float32))
+    shifts = tf.constant(rng.uniform(-2, 2, (3, 2)).astype(np.float32))
+    layer = th.Translation(jitter_stddev=1.0, use_xla=True, seed=11)
+    monkeypatch.setenv(th.ENV_VAR, "not-a-bool")
+    out = layer([images, shifts], training=True).numpy()
+    noise = keras.random.normal((3, 2), stddev=1.0, seed=keras.random.SeedGenerator(11))
+    np.testing.assert_allclose(out, translate_xla(images, shifts + noise).numpy(), atol=1e-5)
+    assert not np.allclose(out, translate_xla(images, shifts - noise).numpy(), atol=1e-3)
+    nearest = th.Translation(use_xla=True, interpolation="nearest")([images, shifts]).numpy()
+    np.testing.assert_array_equal(nearest, translate_xla(images, shifts, "nearest").numpy())
+    assert not np.allclose(nearest, translate_xla(images, shifts, "bilinear").numpy(), atol=1e-3)
+    np.testing.assert_array_equal(th.Translation(jitter_stddev=0, use_xla=True)([images, shifts]).numpy(),
+                                  translate_xla(images, shifts).numpy())
+
+
+def test_translation_layer_config_and_symbolic_dtype():
+    layer = th.Translation(jitter_stddev=0.25, use_xla=False, interpolation="nearest", seed=5, name="t")
+    config = layer.get_config()
+    assert {k: config[k] for k in ("jitter_stddev", "use_xla", "interpolation", "seed")} == \
+        {"jitter_stddev": 0.25, "use_xla": False, "interpolation": "nearest", "seed": 5}
+    clone = th.Translation.from_config(config)
+    assert (clone.jitter_stddev, clone.use_xla, clone.interpolation, clone.seed) == (0.25, False, "nearest", 5)
+    images = keras.Input((8, 8, 1), dtype="complex64")
+    shifts = keras.Input((2,), dtype="float32")
+    out = layer([images, shifts])
+    assert out.dtype == "complex64" and tuple(out.shape) == (None, 8, 8, 1)
+    assert layer.compute_output_shape([(None, 8, 8, 1), (None, 2)]) == (None, 8, 8, 1)
