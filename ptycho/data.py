@@ -25,6 +25,7 @@ import math
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -246,7 +247,7 @@ def _read_key(npz, path, key: str) -> np.ndarray:
         arr = npz[key]
     except ValueError as exc:  # object arrays: refused by allow_pickle=False, nothing is unpickled
         raise ValueError(f"{os.fspath(path)}: key {key!r}: cannot be loaded without pickle ({exc})") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:  # zlib: corrupt compressed member
         raise ValueError(f"{os.fspath(path)}: key {key!r}: unreadable ({exc})") from None
     if arr.dtype.hasobject:
         _bad(path, key, "object arrays are not allowed")
