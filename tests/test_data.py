@@ -419,14 +419,15 @@ def _corrupt_member(path, member):
 
 
 @pytest.mark.parametrize("compressed", [True, False])
-@pytest.mark.parametrize("key", ["diff3d", "xcoords", "probeGuess", "objectGuess", "scan_index"])
+@pytest.mark.parametrize("key", ["diff3d", "xcoords", "probeGuess", "objectGuess", "scan_index", "nphotons",
+                                 "group_indices"])
 def test_unreadable_or_pickled_member_is_named_with_the_file(tmp_path, key, compressed):
     """Every key is read through the same guard: a corrupt member (bad CRC, or a broken deflate stream, which
     once escaped as ``zlib.error``: ledger NPZ-CORRUPT-MEMBER-001) or an object array names file and key."""
     rng = np.random.default_rng(0)
     arrays = dict(diff3d=rng.uniform(0, 1, (40, 8, 8)), xcoords=np.full(40, 2.0), ycoords=np.full(40, 2.0),
                   probeGuess=rng.standard_normal((8, 8)) + 0j, objectGuess=rng.standard_normal((12, 12)) + 0j,
-                  scan_index=np.arange(40))
+                  scan_index=np.arange(40), nphotons=np.float64(1e4), group_indices=np.arange(40)[:, None])
     path = tmp_path / "corrupt.npz"
     with open(path, "wb") as fh:
         (np.savez_compressed if compressed else np.savez)(fh, **arrays)
@@ -442,3 +443,25 @@ def test_file_without_object_loads_with_obj_none(tmp_path):
     path = _legacy_file(tmp_path, objectGuess=None)
     ds = load_npz(path)
     assert ds.obj is None and ds.Y is None and ds.n_positions == 5
+
+
+def test_load_npz_arguments_groups_and_wrapped_errors(tmp_path):
+    rng = np.random.default_rng(6)
+    M = 10
+    base = dict(diff3d=rng.uniform(0, 1, (M, 4, 4)), xcoords=rng.uniform(0, 9, M), ycoords=rng.uniform(0, 9, M),
+                probeGuess=np.ones((4, 4), np.complex64))
+    nine = np.array([np.roll(np.arange(9), k) for k in range(3)])           # (3, 9): gridsize 3 groups
+    path9 = _write(tmp_path / "nine.npz", **base, group_indices=nine)
+    np.testing.assert_array_equal(load_npz(path9, gridsize=3).group_indices, nine)   # 9 positions of 10 suffice
+    four = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])
+    path4 = _write(tmp_path / "four.npz", **base, group_indices=four)
+    np.testing.assert_array_equal(load_npz(path4, gridsize=2, n_groups=2).group_indices, four)
+    one = _write(tmp_path / "one.npz", **base, group_indices=four[:1])
+    np.testing.assert_array_equal(load_npz(one, gridsize=2).group_indices, four[:1])   # a single group is valid
+    for bad in (0, True, 1.5):
+        assert _message(lambda: load_npz(path4, gridsize=bad)) == f"gridsize: must be a positive int, got {bad!r}"
+    assert _message(lambda: load_npz(path4, gridsize=2, nphotons=-1.0)) == \
+        f"{path4}: PtychoDataset.nphotons: must be None or a finite number > 0, got -1.0"
+    single = tmp_path / "single.npy"
+    np.save(single, np.ones(3))
+    assert _message(lambda: load_npz(single)) == f"{single}: is a single .npy array, not an NPZ archive with keys"
