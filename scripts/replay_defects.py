@@ -122,6 +122,7 @@ def main(argv=None) -> int:
         all_tests = list(dict.fromkeys(t for _, tests in plan.values() for t in tests))
         code, failed, tail = run_tests(tree, all_tests, args.timeout, fail_fast=False, workers=args.workers)
         clean_ok = code == 0
+        clean_failures = set(failed)
         print(f"clean tree: {'pass' if clean_ok else 'FAIL'} ({len(all_tests)} ledger tests, "
               f"{time.monotonic() - start:.0f} s)", flush=True)
         if not clean_ok:
@@ -153,6 +154,9 @@ def main(argv=None) -> int:
             if code is None:
                 print(f"{label}: MISSED (tests timed out after {args.timeout:.0f} s) [{seconds:.0f} s]", flush=True)
                 problems.append(f"{patch}: timeout")
+            elif code == 1 and failed and failed[0] in clean_failures:
+                print(f"{label}: UNPROVEN -- {failed[0]} fails on the clean tree too [{seconds:.0f} s]", flush=True)
+                problems.append(f"{patch}: caught only by a test that fails without the defect")
             elif code == 1 and failed:
                 print(f"{label}: caught by {failed[0]} [{seconds:.0f} s]", flush=True)
             elif code == 0:
