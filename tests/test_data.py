@@ -465,3 +465,23 @@ def test_load_npz_arguments_groups_and_wrapped_errors(tmp_path):
     single = tmp_path / "single.npy"
     np.save(single, np.ones(3))
     assert _message(lambda: load_npz(single)) == f"{single}: is a single .npy array, not an NPZ archive with keys"
+
+
+def test_save_writes_a_hidden_temporary_beside_the_target(dataset, tmp_path, monkeypatch):
+    """The temporary lives in the destination directory (os.replace is atomic only within one file system)
+    and is hidden, so a crash mid-write never leaves something that looks like a data file."""
+    renames = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        renames.append((os.fspath(src), os.fspath(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    target = tmp_path / "sub" / "data.npz"
+    target.parent.mkdir()
+    save_npz(target, dataset)
+    (src, dst), = renames
+    assert os.path.dirname(src) == str(target.parent) and dst == str(target)
+    assert os.path.basename(src).startswith(".")
+    assert _message(lambda: save_npz(target, "not a dataset")) == "dataset: must be a PtychoDataset, got str"
