@@ -276,6 +276,8 @@ def _legacy_file(tmp_path, name="f.npz", **changes):
                                                     "[0, 5), got (1, 4)"),
     (dict(group_indices=np.zeros((0, 4), np.int64)), "key 'group_indices': expected (B, gridsize**2) indices in "
                                                      "[0, 5), got (0, 4)"),
+    (dict(group_indices=np.zeros((1, 4))), "key 'group_indices': unsupported dtype float64"),
+    (dict(group_indices=np.zeros(4, np.int64)), "key 'group_indices': expected shape 2 dimensions, got (4,)"),
 ])
 def test_npz_validation_messages_are_exact(tmp_path, changes, expected):
     path = _legacy_file(tmp_path, **changes)
@@ -485,3 +487,22 @@ def test_save_writes_a_hidden_temporary_beside_the_target(dataset, tmp_path, mon
     assert os.path.dirname(src) == str(target.parent) and dst == str(target)
     assert os.path.basename(src).startswith(".")
     assert _message(lambda: save_npz(target, "not a dataset")) == "dataset: must be a PtychoDataset, got str"
+
+
+def test_load_npz_default_seed_and_regrouping_bounds(tmp_path):
+    """Without ``seed`` the regrouping uses seed 0; gridsize 3 needs only 9 positions (K raised to 9)."""
+    rng = np.random.default_rng(9)
+    M = 10
+    x, y = rng.uniform(0, 9, M), rng.uniform(0, 9, M)
+    path = _write(tmp_path / "plain.npz", diff3d=rng.uniform(0, 1, (M, 4, 4)), xcoords=x, ycoords=y,
+                  probeGuess=np.ones((4, 4), np.complex64))
+    expected = group_positions(x, y, 2, 7, None, np.random.default_rng(0))
+    np.testing.assert_array_equal(load_npz(path, gridsize=2).group_indices, expected)
+    assert load_npz(path, gridsize=3, K=10, n_groups=3).C == 9
+
+
+def test_load_object_accepts_a_one_pixel_wide_object(tmp_path):
+    from ptycho.data import load_object
+
+    path = _write(tmp_path / "thin.npz", objectGuess=np.ones((1, 3)))
+    assert load_object(path).shape == (1, 3)
