@@ -58,6 +58,12 @@ class ModelConfig:
 
     ``padded_size`` (P) is the per-group canvas side; ``None`` means the default of SPEC §2.2.
     ``object_amplitude_max`` bounds the predicted amplitude: ``object_amplitude_max * sigmoid(.)``.
+    ``input_normalization``: 'standardize' (per-pixel mean/std of the training amplitudes, estimated by
+    ``train``; the default, ledger INPUT-STANDARDIZE-001) or 'none' (the reference network: x = d/s).
+    ``architecture``: 'unet' (default: the network also sees a holographic real-space estimate of each
+    patch and its decoders get centre-cropped encoder skips, ledger HOLOGRAPHIC-INPUT-001) or 'reference'
+    (SPEC §4 exactly: 2,252,026 / 2,257,000 trainable parameters at N=64, gridsize 1 / 2, with
+    ``input_normalization='none'``).
     """
 
     N: int = 64
@@ -71,9 +77,13 @@ class ModelConfig:
     default_probe_scale: float = 0.7
     probe_trainable: bool = False
     intensity_scale_trainable: bool = False
+    input_normalization: str = "standardize"
+    architecture: str = "unet"
 
     def __post_init__(self) -> None:
         _validate_patch_size(self)
+        _require_choice(self, "input_normalization", ("standardize", "none"))
+        _require_choice(self, "architecture", ("unet", "reference"))
         _require_int(self, "n_filters_scale", 1)
         _require_int(self, "offset", 0)
         _require_int(self, "max_position_jitter", 0)
@@ -141,7 +151,9 @@ class SimulationConfig:
     ``n_positions`` scan positions on an ``object_size``² object; ``n_groups`` groups of C = gridsize²
     neighbours (default: one per position). ``seed`` drives the object, positions and grouping;
     ``noise_seed`` (default: derived from ``seed``) drives only the Poisson noise, so data sets at
-    different doses can share everything but their noise.
+    different doses can share everything but their noise. ``probe_defocus`` (radians of quadratic phase at
+    the default probe disk's edge, ``probe.defocus_probe``) makes the default probe that of a defocused
+    beam; 0 keeps the real disk of SPEC §3.
     """
 
     N: int = 64
@@ -158,6 +170,7 @@ class SimulationConfig:
     nphotons: float = 1e9
     probe_scale: float = 4.0
     default_probe_scale: float = 0.7
+    probe_defocus: float = 0.0
     seed: int = 0
     noise_seed: Optional[int] = None
 
@@ -182,6 +195,9 @@ class SimulationConfig:
         _require_float(self, "nphotons")
         _require_float(self, "probe_scale")
         _require_float(self, "default_probe_scale")
+        if isinstance(self.probe_defocus, bool) or not isinstance(self.probe_defocus, (int, float)) \
+                or not math.isfinite(self.probe_defocus):
+            _fail(self, "probe_defocus", f"must be a finite number of radians, got {self.probe_defocus!r}")
         _require_int(self, "seed", 0)
         if self.noise_seed is not None:
             _require_int(self, "noise_seed", 0)

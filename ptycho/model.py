@@ -3,6 +3,7 @@
 Forward model (per group of C = gridsize² scan positions, SPEC §4)::
 
     x        = d / s                                  d: (B, N, N, C) float32, √counts
+    x        = (x - mean) / std                       per pixel, from training data (input_normalization)
     A, φ     = decoders(encoder(x))                   (B, N/2, N/2, C) each
     O_c      = pad_N(a_max·sigmoid(A) · exp(iπ·tanh(φ)))          (B, N, N, C) complex64
     canvas   = merge(O, r) / (merge(window, r) + 1e-3)            (B, P, P, 1), r = coords_relative
@@ -41,6 +42,8 @@ _model_construction_done: bool = False
 _LAZY_NAMES = ("autoencoder", "diffraction_to_obj")
 _SERIALIZABLE = keras.saving.register_keras_serializable(package="ptycho")
 _WINDOW_EPS = 1e-3
+#: Floor added to the per-pixel input std, as a fraction of its mean over pixels.
+_STD_FLOOR = 0.01
 
 
 # --------------------------------------------------------------------------------------------------
@@ -74,6 +77,121 @@ class IntensityScale(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "initial_scale": self.initial_scale}
+
+
+@_SERIALIZABLE
+class DiffractionStandardizer(keras.layers.Layer):
+    """Per-pixel standardisation of the network's input features: (x - mean) / std.
+
+    x: (B, N, N, K·C) float32, K feature kinds of C channels each, kind-major (channel k·C + c) — the
+    diffraction amplitudes X = d/s (K = 1) and, with ``holographic_input``, the real and imaginary parts
+    of the back-propagated exit-wave estimate (K = 3). ``mean`` and ``std`` are (N, N, K) float32
+    non-trainable weights shared by the C channels of a kind, estimated from training data by ``adapt``
+    (no ground truth is involved) and saved with the model; ``adapted`` (0 or 1) records whether that
+    happened. Before adaptation the layer is the identity (mean 0, std 1).
+
+    Why (ledger INPUT-STANDARDIZE-001): every pattern is dominated by the same central peak of the
+    probe's far field, so raw inputs differ from each other by a few per cent and a ReLU network's output
+    collapses to an input-independent object within a few Adam steps.
+    """
+
+    def __init__(self, N: int, kinds: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.N, self.kinds = int(N), int(kinds)
+
+    def build(self, input_shape):
+        shape = (self.N, self.N, self.kinds)
+        self.mean = self.add_weight(shape=shape, name="mean", initializer="zeros", trainable=False)
+        self.std = self.add_weight(shape=shape, name="std", initializer="ones", trainable=False)
+        self.adapted = self.add_weight(shape=(), name="adapted", initializer="zeros", trainable=False)
+
+    def _by_kind(self, features: np.ndarray) -> np.ndarray:
+        """(B, N, N, K·C) -> (B·C, N, N, K) samples of each kind."""
+        B, _, _, KC = features.shape
+        C = KC // self.kinds
+        return features.reshape(B, self.N, self.N, self.kinds, C).transpose(0, 4, 1, 2, 3).reshape(
+            B * C, self.N, self.N, self.kinds)
+
+    def adapt(self, features: np.ndarray) -> None:
+        """Set mean and std per pixel and kind from features (B, N, N, K·C) float."""
+        X = np.asarray(features, np.float64)
+        if X.ndim != 4 or X.shape[1:3] != (self.N, self.N) or X.shape[3] % self.kinds or X.shape[0] == 0:
+            raise ValueError(f"features: expected (B, {self.N}, {self.N}, {self.kinds}·C) with B >= 1, "
+                             f"got shape {X.shape}")
+        if not np.all(np.isfinite(X)):
+            raise ValueError("features: contain non-finite values")
+        X = self._by_kind(X)
+        std = X.std(axis=0)
+        std = std + _STD_FLOOR * np.maximum(std.mean(axis=(0, 1)), 1e-12)  # pixels that never change
+        self.mean.assign(X.mean(axis=0).astype(np.float32))
+        self.std.assign(std.astype(np.float32))
+        self.adapted.assign(1.0)
+
+    @property
+    def is_adapted(self) -> bool:
+        return bool(self.adapted.numpy() > 0.5)
+
+    def call(self, x):
+        C = x.shape[-1] // self.kinds
+        mean = tf.repeat(self.mean, C, axis=-1)  # kind-major: channel k·C + c uses kind k
+        std = tf.repeat(self.std, C, axis=-1)
+        return (x - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "N": self.N, "kinds": self.kinds}
+
+
+@_SERIALIZABLE
+class HolographicEstimate(keras.layers.Layer):
+    """Back-propagate measured amplitudes with the probe's far-field phase: a real-space object estimate.
+
+    For each pattern, ψ = ifft2(ifftshift(X · e^{i·arg F[P]})) (norm 'ortho'), then
+    o = ψ · conj(P) / (|P|² + 0.05·max|P|²). With a defocused (complex) probe the probe's far field
+    overlaps the object's scattering and acts as a holographic reference, so Re o and Im o correlate
+    with the object patch in real space (ledger HOLOGRAPHIC-INPUT-001); the network then refines a
+    real-space image instead of learning a Fourier inversion.
+
+    Input (B, N, N, C) float32 amplitudes X = d/s (zero frequency at N/2). Output (B, N, N, 3·C) float32:
+    [X, Re o, Im o], kind-major. The probe is a non-trainable weight set with ``set_probe``.
+    """
+
+    def __init__(self, N: int, **kwargs):
+        super().__init__(**kwargs)
+        self.N = int(N)
+
+    def build(self, input_shape):
+        shape = (self.N, self.N)
+        self.probe_real = self.add_weight(shape=shape, name="probe_real", initializer="zeros", trainable=False)
+        self.probe_imag = self.add_weight(shape=shape, name="probe_imag", initializer="zeros", trainable=False)
+
+    def set_probe(self, probe: np.ndarray) -> None:
+        probe = np.asarray(probe).reshape(self.N, self.N)
+        self.probe_real.assign(probe.real.astype(np.float32))
+        self.probe_imag.assign(probe.imag.astype(np.float32))
+
+    def call(self, x):
+        probe = tf.complex(self.probe_real, self.probe_imag)
+        far = tf.signal.fftshift(tf.signal.fft2d(probe))
+        magnitude = tf.abs(far)
+        phase = far / tf.cast(magnitude + 1e-6 * tf.reduce_max(magnitude) + 1e-30, tf.complex64)
+        power = tf.abs(probe) ** 2
+        inverse = tf.math.conj(probe) / tf.cast(power + 0.05 * tf.reduce_max(power) + 1e-30, tf.complex64)
+        amp = tf.transpose(x, [0, 3, 1, 2])  # (B, C, N, N)
+        field = tf.complex(amp, tf.zeros_like(amp)) * phase
+        # ifft2d divides by N²; 'ortho' wants 1/N, so multiply by N.
+        psi = tf.signal.ifft2d(tf.signal.ifftshift(field, axes=(-2, -1))) * tf.cast(self.N, tf.complex64)
+        estimate = psi * inverse
+        out = tf.concat([amp, tf.math.real(estimate), tf.math.imag(estimate)], axis=1)
+        return tf.transpose(out, [0, 2, 3, 1])
+
+    def compute_output_spec(self, x):
+        return keras.KerasTensor((x.shape[0], self.N, self.N, 3 * x.shape[-1]), dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), "N": self.N}
 
 
 @_SERIALIZABLE
@@ -293,19 +411,38 @@ def _conv(filters: int, name: str, init: _SeededInit, activation: Optional[str] 
 
 
 def _encoder(x, filters: tuple[int, ...], init: _SeededInit):
+    """Conv blocks with max pooling; returns the bottleneck and each block's pre-pool features."""
+    levels = []
     for i, f in enumerate(filters):
         x = _conv(f, f"enc{i}_conv_a", init)(x)
         x = _conv(f, f"enc{i}_conv_b", init)(x)
+        levels.append(x)
         x = keras.layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
-    return x
+    return x, levels
 
 
-def _decoder(x, filters: tuple[int, ...], C: int, prefix: str, init: _SeededInit):
+def _skip_for(levels, side: int, prefix: str, i: int):
+    """The encoder level twice ``side`` wide (the whole N×N patch at the scale of the decoder's N/2 window),
+    centre-cropped to side × side, so decoder and skip features cover the same object pixels."""
+    level = next(f for f in levels if f.shape[1] == 2 * side)
+    margin = side // 2
+    return keras.layers.Cropping2D(margin, name=f"{prefix}{i}_skip_crop")(level)
+
+
+def _decoder(x, filters: tuple[int, ...], C: int, prefix: str, init: _SeededInit, levels=None):
+    """Conv blocks with upsampling to N/2 × N/2, then C logits from the first 60 features.
+
+    With ``levels`` (encoder features; the 'unet' architecture) each upsampled block is concatenated with
+    the matching centre-cropped encoder level (U-Net skip connections).
+    """
     for i, f in enumerate(filters):
         x = _conv(f, f"{prefix}{i}_conv_a", init)(x)
         x = _conv(f, f"{prefix}{i}_conv_b", init)(x)
         x = keras.layers.UpSampling2D(2, name=f"{prefix}{i}_up")(x)
-    x = FirstChannels(min(60, filters[-1]), name=f"{prefix}_first_features")(x)
+        if levels is not None:
+            skip = _skip_for(levels, x.shape[1], prefix, i)
+            x = keras.layers.Concatenate(name=f"{prefix}{i}_skip")([x, skip])
+    x = FirstChannels(min(60, x.shape[-1]), name=f"{prefix}_first_features")(x)
     return _conv(C, f"{prefix}_logits", init, activation=None)(x)
 
 
@@ -358,7 +495,8 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
                                default_probe_scale: Optional[float] = None, probe_trainable: Optional[bool] = None,
                                intensity_scale_trainable: Optional[bool] = None, nphotons: Optional[float] = None,
                                nll_weight: Optional[float] = None, mae_weight: Optional[float] = None,
-                               learning_rate: Optional[float] = None, jit_compile: bool = True, seed: int = 0):
+                               learning_rate: Optional[float] = None, input_normalization: Optional[str] = None,
+                               architecture: Optional[str] = None, jit_compile: bool = True, seed: int = 0):
     """Build ``(autoencoder, diffraction_to_obj)`` for patches of N×N pixels and gridsize² channels.
 
     Each setting comes from its keyword argument, else from ``params.cfg`` where a legacy script set it,
@@ -366,7 +504,11 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
     come from the training data (``PtychoDataset.intensity_scale``); without it the legacy default
     sqrt(nphotons)/(N/2) is used. Both models are compiled with ``jit_compile`` (XLA) explicit; the
     autoencoder with Adam and the loss weights (Poisson NLL on intensity, MAE on amplitude). ``seed`` fixes
-    the weight initialisation.
+    the weight initialisation. ``input_normalization`` 'standardize' (default) adds a per-pixel input
+    standardiser whose statistics ``train`` estimates from the training data on first use (or call
+    ``adapt_input_normalization``); 'none' feeds x = d/s. ``architecture`` 'unet' (default) adds the
+    holographic input estimate and U-Net skips; 'reference' with ``input_normalization='none'`` builds the
+    SPEC §4 network exactly.
 
     Returns two Keras models sharing weights. Inputs: ``diffraction`` (B, N, N, C) float32 = s·X and
     ``positions`` (B, 1, 2, C) float32 = coords_relative. Outputs: object (B, N, N, 1) complex64,
@@ -384,6 +526,8 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
         "probe_trainable": _resolve("probe_trainable", probe_trainable, "probe.trainable"),
         "intensity_scale_trainable": _resolve("intensity_scale_trainable", intensity_scale_trainable,
                                               "intensity_scale.trainable"),
+        "input_normalization": _resolve("input_normalization", input_normalization),
+        "architecture": _resolve("architecture", architecture),
     }
     config = ModelConfig(N=N, gridsize=gridsize,
                          **{k: (getattr(defaults, k) if v is None else v) for k, v in values.items()})
@@ -420,10 +564,16 @@ def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float,
     positions = keras.Input((1, 2, C), name="positions", dtype="float32")
 
     scaler = IntensityScale(intensity_scale, trainable=config.intensity_scale_trainable, name="intensity_scale")
-    features = _encoder(scaler(diffraction, inverse=True), encoder_filters(N, config.n_filters_scale), init)
+    x = scaler(diffraction, inverse=True)
+    unet = config.architecture == "unet"
+    if unet:
+        x = HolographicEstimate(N, name="input_features")(x)
+    if config.input_normalization == "standardize":
+        x = DiffractionStandardizer(N, kinds=3 if unet else 1, name="input_standardizer")(x)
+    features, levels = _encoder(x, encoder_filters(N, config.n_filters_scale), init)
     dec = decoder_filters(N, config.n_filters_scale)
-    amplitude_logits = _decoder(features, dec, C, "dec_amp", init)
-    phase_logits = _decoder(features, dec, C, "dec_phase", init)
+    amplitude_logits = _decoder(features, dec, C, "dec_amp", init, levels if unet else None)
+    phase_logits = _decoder(features, dec, C, "dec_phase", init, levels if unet else None)
     patches = ComplexPatches(N, config.object_amplitude_max, name="object_patches")(amplitude_logits, phase_logits)
     canvas = MergeGroup(N, C, P, use_xla=use_xla, name="merge_group")(patches, positions)
     obj = CentreCrop(N, name="object")(canvas)
@@ -435,6 +585,8 @@ def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float,
 
     autoencoder = keras.Model([diffraction, positions], [obj, amplitude, intensity], name="autoencoder")
     autoencoder.get_layer("probe").set_probe(probe)
+    if unet:
+        autoencoder.get_layer("input_features").set_probe(probe)
     diffraction_to_obj = keras.Model([diffraction, positions], obj, name="diffraction_to_obj")
     return autoencoder, diffraction_to_obj
 
@@ -454,6 +606,30 @@ def compile_autoencoder(autoencoder, *, nll_weight: float = 1.0, mae_weight: flo
     weights = [0.0, float(mae_weight), float(nll_weight)]
     autoencoder.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, loss_weights=weights,
                         jit_compile=jit_compile)
+
+
+def adapt_input_normalization(model: keras.Model, amplitudes: np.ndarray, force: bool = False) -> bool:
+    """Estimate the input standardisation of ``model`` from diffraction amplitudes X = d/s.
+
+    amplitudes: (B, N, N, C) grouped patterns, float, amplitude units of X. The features the standardiser
+    sees (X, and the holographic estimate for the 'unet' architecture) are computed by the model's own
+    layers. Returns True if the statistics were set, False if the model has no standardiser
+    (``input_normalization='none'``) or it is already adapted and ``force`` is False (a trained model keeps
+    the statistics it was trained with).
+    """
+    try:
+        layer = model.get_layer("input_standardizer")
+    except ValueError:
+        return False
+    if layer.is_adapted and not force:
+        return False
+    X = np.asarray(amplitudes, np.float32)
+    try:
+        features = model.get_layer("input_features")(tf.constant(X)).numpy()
+    except ValueError:
+        features = X
+    layer.adapt(features)
+    return True
 
 
 def get_intensity_scale(model: keras.Model) -> float:

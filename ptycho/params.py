@@ -23,6 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "probe.trainable": False,
     "intensity_scale": None,
     "intensity_scale.trainable": False,
+    "input_normalization": "standardize",
+    "architecture": "unet",
     "nphotons": 1e9,
     "nll_weight": 1.0,
     "mae_weight": 0.0,

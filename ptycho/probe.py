@@ -82,6 +82,36 @@ def get_default_probe(N: int, fmt: str = "np", default_probe_scale: float | None
     return tf.constant(probe.astype(np.complex64)[..., None])
 
 
+def defocus_probe(probe, defocus: float, default_probe_scale: float | None = None) -> np.ndarray:
+    """Multiply a probe by the quadratic phase of a defocused beam: ``exp(i·defocus·(r / r_disk)²)``.
+
+    A focused X-ray beam a small distance from its focus carries this Fresnel phase curvature. Its far
+    field is wider than the focus's, so it overlaps the object's scattering over much of the detector
+    and acts as a holographic reference: patterns are no longer centrosymmetric and the twin image
+    (ledger TWIN-IMAGE-001) is lifted.
+
+    Parameters
+    ----------
+    probe : (N, N) array, real or complex
+    defocus : float
+        Phase in radians at the default disk's edge r_disk = 0.12·N/default_probe_scale px (0: unchanged).
+    default_probe_scale : float or None, as for ``get_default_probe``.
+
+    Returns
+    -------
+    (N, N) complex64 array; |result| = |probe|.
+    """
+    arr = np.asarray(probe)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"probe: must be a square (N, N) array, got shape {arr.shape}")
+    if isinstance(defocus, bool) or not isinstance(defocus, (int, float, np.floating)) or not math.isfinite(defocus):
+        raise ValueError(f"defocus: must be a finite number of radians, got {defocus!r}")
+    N = arr.shape[0]
+    radius = RADIUS_FACTOR * N / _resolve_scale(default_probe_scale)
+    phase = float(defocus) * (_centre_distance(N) / radius) ** 2
+    return (arr * np.exp(1j * phase)).astype(np.complex64)
+
+
 def _is_tensor(x) -> bool:
     return type(x).__module__.startswith("tensorflow")
 

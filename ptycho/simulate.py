@@ -86,9 +86,12 @@ def _check_given_probe(probe, N: int) -> np.ndarray:
 
 
 def default_probe(config: SimulationConfig) -> np.ndarray:
-    """(N, N) complex64 normalised default probe for ``config`` (its default_probe_scale, probe_scale)."""
+    """(N, N) complex64 normalised default probe for ``config`` (default_probe_scale, probe_scale, probe_defocus)."""
     raw = probe_mod.get_default_probe(config.N, "np", default_probe_scale=config.default_probe_scale)
-    return probe_mod.normalize_probe(raw, config.probe_scale).astype(np.complex64)
+    probe = probe_mod.normalize_probe(raw, config.probe_scale).astype(np.complex64)
+    if config.probe_defocus:
+        probe = probe_mod.defocus_probe(probe, config.probe_defocus, config.default_probe_scale)
+    return probe
 
 
 def simulate_dataset(config: SimulationConfig, *, obj=None, probe=None) -> PtychoDataset:

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from ptycho.config import TrainingConfig
 from ptycho.data import PtychoDataset
-from ptycho.model import compile_autoencoder, get_intensity_scale
+from ptycho.model import adapt_input_normalization, compile_autoencoder, get_intensity_scale
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +105,11 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
 
     compile_autoencoder(autoencoder, nll_weight=float(config.loss == "nll"), mae_weight=float(config.loss == "mae"),
                         learning_rate=config.learning_rate, jit_compile=config.jit_compile)
-    inputs = model_inputs(dataset, get_intensity_scale(autoencoder))
+    scale = get_intensity_scale(autoencoder)
+    inputs = model_inputs(dataset, scale)
     train_idx, val_idx = split_indices(dataset.n_groups, config.validation_split, config.seed)
+    # The input standardiser's statistics come from the training split only (never from validation).
+    adapted = adapt_input_normalization(autoencoder, inputs["diffraction"][train_idx] / np.float32(scale))
     train_data = make_pipeline(inputs, train_idx, config.batch_size, shuffle=True, seed=config.seed)
     val_data = make_pipeline(inputs, val_idx, config.batch_size, shuffle=False, seed=config.seed) if len(val_idx) else None
 
@@ -116,6 +119,7 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
                           callbacks=_callbacks(config, val_data is not None) + list(callbacks or []))
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     history["epochs_run"] = len(history.get("loss", []))
+    history["input_statistics_adapted"] = bool(adapted)
     history["wall_time_s"] = time.perf_counter() - start
     if history_path is not None:
         write_json_atomic(history_path, history)

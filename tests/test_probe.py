@@ -86,3 +86,22 @@ def test_normalize_probe_rejects_bad_input():
         normalize_probe(np.ones((8, 8, 2)), 4.0)
     with pytest.raises(ValueError, match="probe"):
         normalize_probe(np.zeros((8, 8)), 4.0)
+
+
+def test_defocus_probe_adds_the_quadratic_phase_and_keeps_the_modulus():
+    from ptycho.probe import defocus_probe
+
+    N, q = 64, 5.0
+    p = normalize_probe(get_default_probe(N, default_probe_scale=0.7), 4.0)
+    d = defocus_probe(p, q, default_probe_scale=0.7)
+    assert d.dtype == np.complex64
+    np.testing.assert_allclose(np.abs(d), p, rtol=1e-6)
+    y, x = np.mgrid[:N, :N]
+    r2 = (x - 31.5) ** 2 + (y - 31.5) ** 2
+    radius = 0.12 * N / 0.7
+    np.testing.assert_allclose(d, p * np.exp(1j * q * r2 / radius**2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(defocus_probe(p, 0.0), p.astype(np.complex64))
+    with pytest.raises(ValueError, match="defocus"):
+        defocus_probe(p, float("inf"))
+    with pytest.raises(ValueError, match="probe"):
+        defocus_probe(np.ones((4, 5)), 1.0)
