@@ -59,10 +59,12 @@ class TrainedModel:
 
 def train_model(dataset: PtychoDataset, config: TrainingConfig, *, seed: int = 0,
                 monitor: Optional[Monitoring] = None, callbacks: Sequence[Any] = (),
-                log=None) -> TrainedModel:
+                log=None, model_options: Optional[Mapping[str, Any]] = None) -> TrainedModel:
     """Build a fresh model for ``dataset`` (its N, gridsize, probe and intensity scale) and train it.
 
     ``seed`` fixes the weight initialisation (``config.seed`` the batch order and validation split).
+    ``model_options``: further keyword arguments of ``create_model_with_gridsize`` (e.g. ``n_filters_scale``,
+    ``architecture``); None builds the package default.
     ``callbacks`` run after the monitor, so an epoch logger among them sees ``test_ssim``. The returned
     history holds plain floats; with ``monitor`` it has ``test_ssim`` (one value per epoch) and
     ``test_ssim_initial`` (before training).
@@ -73,7 +75,8 @@ def train_model(dataset: PtychoDataset, config: TrainingConfig, *, seed: int = 0
 
     scale = float(dataset.intensity_scale)
     autoencoder, diffraction_to_obj = create_model_with_gridsize(
-        dataset.gridsize, dataset.N, probe=dataset.probe, intensity_scale=scale, seed=seed)
+        dataset.gridsize, dataset.N, probe=dataset.probe, intensity_scale=scale, seed=seed,
+        **dict(model_options or {}))
     monitors = []
     if monitor is not None:
         monitors.append(TestSSIMMonitor(diffraction_to_obj, monitor.dataset, monitor.truth, M=monitor.M, log=log))

@@ -365,3 +365,30 @@ def test_every_arm_trains_the_same_epoch_budget(tmp_path):
     for arm in ARM_NAMES:
         training = config.training_config(arm)
         assert training.nepochs == 7 and training.early_stopping_patience >= training.nepochs
+
+
+def test_study_uses_a_defocused_probe_and_the_unet(tmp_path):
+    """Ledger STUDY-MODEL-001: the study's probe and network, part of every arm's fingerprint."""
+    from ptycho.simulate import default_probe
+    from ptycho.studies.dose.config import STUDY_PROBE_DEFOCUS, StudyConfig
+
+    cfg = StudyConfig(output_dir=tmp_path)
+    sim = cfg.simulation_config("low_mae", "test")
+    assert sim.probe_defocus == STUDY_PROBE_DEFOCUS == pytest.approx(5 * np.pi)
+    probe = default_probe(sim)
+    real = default_probe(dataclasses.replace(sim, probe_defocus=0.0))
+    np.testing.assert_allclose(np.abs(probe), np.abs(real), rtol=1e-6)
+    radius = 0.12 * 64 / 0.7  # the default disk's edge; centre pixel (31, 31) has r² = 0.5
+    assert np.angle(probe[31, 31]) == pytest.approx(5 * np.pi * 0.5 / radius**2, rel=1e-4)
+    assert np.angle(probe[31, 41] * np.conj(real[31, 41])) == pytest.approx(
+        np.angle(np.exp(1j * 5 * np.pi * (9.5**2 + 0.25) / radius**2)), abs=1e-4)
+    assert cfg.model_options() == {"architecture": "unet", "input_normalization": "standardize",
+                                   "n_filters_scale": 1}
+    reference = StudyConfig(output_dir=tmp_path, architecture="reference", n_filters_scale=2)
+    assert reference.model_options() == {"architecture": "reference", "input_normalization": "none",
+                                         "n_filters_scale": 2}
+    assert cfg.arm_fingerprint("high_nll") != reference.arm_fingerprint("high_nll")
+    with pytest.raises(ValueError, match="architecture"):
+        StudyConfig(output_dir=tmp_path, architecture="resnet")
+    with pytest.raises(ValueError, match="probe_defocus"):
+        StudyConfig(output_dir=tmp_path, probe_defocus=float("nan"))

@@ -109,7 +109,8 @@ def run_arm(config: StudyConfig, arm: str, truth: np.ndarray, directory: Path,
              ", test SSIM monitored" if config.test_ssim else "")
     monitor = workflow.Monitoring(test_ds, truth, config.stitch_M) if config.test_ssim else None
     trained = workflow.train_model(train_ds, tconfig, seed=config.seed, monitor=monitor, log=log,
-                                   callbacks=[EpochLog(log, f"arm {arm}", tconfig.nepochs)])
+                                   callbacks=[EpochLog(log, f"arm {arm}", tconfig.nepochs)],
+                                   model_options=config.model_options())
     workflow.write_training_outputs(trained, workflow.training_paths(directory), title=f"{arm}: training",
                                     metadata={"study": "dose_response", **config.arm_fingerprint(arm)})
 

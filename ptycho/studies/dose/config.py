@@ -27,17 +27,20 @@ ARM_NAMES: tuple[str, ...] = tuple(ARMS)
 DOSES: dict[str, float] = {"high": 1e9, "low": 1e4}
 
 #: Settings a preset fixes; any of them given explicitly (CLI flag or keyword) overrides the preset.
-#: 'quick' values are tentative until the model's throughput on the target machine is measured.
+#: 'quick' fits four arms in <= 20 min on a 2-core CPU (ledger STUDY-QUICK-PRESET-001).
 PRESETS: dict[str, dict[str, int]] = {
-    "quick": {"n_train": 256, "n_test": 128, "nepochs": 10, "batch_size": 16},
+    "quick": {"n_train": 1024, "n_test": 128, "nepochs": 8, "batch_size": 8},
     "paper": {"n_train": 2000, "n_test": 128, "nepochs": 50, "batch_size": 16},
 }
 DEFAULT_PRESET = "quick"
+#: Quadratic probe phase at the disk edge, radians (a defocused beam; ledger HOLOGRAPHIC-INPUT-001).
+STUDY_PROBE_DEFOCUS = 5 * math.pi
 DEFAULT_OUTPUT_DIR = "runs/dose_response"
 
 #: Bumped when the meaning of stored outputs changes, so old outputs are not reused.
 #: 3: every arm also writes training.png; history.json may hold test_ssim.
-OUTPUT_FORMAT_VERSION = 3
+#: 4: defocused probe, U-Net model with holographic input (issue 12).
+OUTPUT_FORMAT_VERSION = 4
 #: Training split reserved for validation (TrainingConfig default); n_train must leave >= 1 sample.
 VALIDATION_SPLIT = 0.05
 
@@ -85,6 +88,9 @@ class StudyConfig:
     stitch_M: int = 20
     keras_verbose: int = 0
     test_ssim: bool = True
+    probe_defocus: float = STUDY_PROBE_DEFOCUS
+    n_filters_scale: int = 1
+    architecture: str = "unet"
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -97,12 +103,18 @@ class StudyConfig:
         object.__setattr__(self, "output_dir", Path(self.output_dir))
         object.__setattr__(self, "arms", self._normalise_arms(self.arms))
         for name, minimum in (("nepochs", 1), ("batch_size", 1), ("seed", 0), ("N", 4), ("gridsize", 1),
-                              ("object_size", 1), ("nlines", 1), ("stitch_M", 2), ("keras_verbose", 0)):
+                              ("object_size", 1), ("nlines", 1), ("stitch_M", 2), ("keras_verbose", 0),
+                              ("n_filters_scale", 1)):
             self._require_int(name, minimum)
         if self.keras_verbose > 2:
             self._fail("keras_verbose", f"must be 0, 1 or 2, got {self.keras_verbose}")
         self._require_int("n_train", math.ceil(1 / VALIDATION_SPLIT))
         self._require_int("n_test", self.gridsize**2)
+        if self.architecture not in ("unet", "reference"):
+            self._fail("architecture", f"must be 'unet' or 'reference', got {self.architecture!r}")
+        if isinstance(self.probe_defocus, bool) or not isinstance(self.probe_defocus, (int, float)) \
+                or not math.isfinite(self.probe_defocus):
+            self._fail("probe_defocus", f"must be a finite number of radians, got {self.probe_defocus!r}")
         for name in ("force", "test_ssim"):
             if not isinstance(getattr(self, name), bool):
                 self._fail(name, f"must be a bool, got {getattr(self, name)!r}")
@@ -150,7 +162,8 @@ class StudyConfig:
         return SimulationConfig(
             N=self.N, gridsize=self.gridsize, object_size=self.object_size, object_kind="lines",
             nlines=self.nlines, n_positions=n, n_groups=n, scan="random", buffer=float(self.buffer),
-            nphotons=nphotons, seed=stream_seed(self.seed, STREAM_POSITIONS, split_id),
+            nphotons=nphotons, probe_defocus=float(self.probe_defocus),
+            seed=stream_seed(self.seed, STREAM_POSITIONS, split_id),
             noise_seed=stream_seed(self.seed, STREAM_NOISE, dose_id, split_id),
         )
 
@@ -165,6 +178,14 @@ class StudyConfig:
                               validation_split=VALIDATION_SPLIT, seed=self.seed, verbose=self.keras_verbose,
                               early_stopping_patience=self.nepochs)
 
+    def model_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``create_model_with_gridsize`` that the study sets (ledger STUDY-MODEL-001)."""
+        if self.architecture == "reference":
+            return {"architecture": "reference", "input_normalization": "none",
+                    "n_filters_scale": self.n_filters_scale}
+        return {"architecture": self.architecture, "input_normalization": "standardize",
+                "n_filters_scale": self.n_filters_scale}
+
     def arm_fingerprint(self, arm: str) -> dict[str, Any]:
         """Everything that determines ``arm``'s outputs; stored outputs are reused only if it matches.
 
@@ -177,6 +198,7 @@ class StudyConfig:
             "n_test": self.n_test, "seed": self.seed, "N": self.N, "gridsize": self.gridsize,
             "object_size": self.object_size, "nlines": self.nlines, "buffer": float(self.buffer),
             "stitch_M": self.stitch_M, "validation_split": VALIDATION_SPLIT,
+            "probe_defocus": float(self.probe_defocus), **self.model_options(),
         }
 
     def as_dict(self) -> dict[str, Any]:
