@@ -373,6 +373,7 @@ def test_study_uses_a_defocused_probe_and_the_unet(tmp_path):
     from ptycho.studies.dose.config import STUDY_PROBE_DEFOCUS, StudyConfig
 
     cfg = StudyConfig(output_dir=tmp_path)
+    assert (cfg.n_train, cfg.n_test, cfg.nepochs, cfg.batch_size) == (1024, 128, 8, 8)  # STUDY-QUICK-PRESET-001
     sim = cfg.simulation_config("low_mae", "test")
     assert sim.probe_defocus == STUDY_PROBE_DEFOCUS == pytest.approx(5 * np.pi)
     probe = default_probe(sim)
