@@ -309,6 +309,20 @@ def _read_arrays(npz, path) -> dict:
     return out
 
 
+def open_npz(path, what: str = "an NPZ archive with keys") -> np.lib.npyio.NpzFile:
+    """Open ``path`` with ``np.load(allow_pickle=False)``; ``ValueError`` naming the file if it is not an NPZ.
+
+    ``what`` names the expected content in the message for a single ``.npy`` array.
+    """
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{os.fspath(path)}: cannot be read as an NPZ archive without pickle ({exc})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{os.fspath(path)}: is a single .npy array, not {what}")
+    return npz
+
+
 def load_npz(path, gridsize: int = 1, K: int = 7, n_groups: Optional[int] = None, seed: int = 0,
              nphotons: Optional[float] = None) -> PtychoDataset:
     """Load and validate a data set written in the NPZ format of SPEC §3.
@@ -322,12 +336,7 @@ def load_npz(path, gridsize: int = 1, K: int = 7, n_groups: Optional[int] = None
     """
     if isinstance(gridsize, bool) or not isinstance(gridsize, (int, np.integer)) or gridsize < 1:
         raise ValueError(f"gridsize: must be a positive int, got {gridsize!r}")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{os.fspath(path)}: cannot be read as an NPZ archive without pickle ({exc})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"{os.fspath(path)}: is a single .npy array, not an NPZ archive with keys")
+    npz = open_npz(path)
     with npz:
         fields = _read_arrays(npz, path)
     groups = fields.pop("group_indices")
@@ -383,12 +392,7 @@ def load_object(path) -> np.ndarray:
     Only that key is read, so a file holding nothing but the true object also works. ``ValueError``
     naming the file and the key if it is missing or malformed.
     """
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{os.fspath(path)}: cannot be read as an NPZ archive without pickle ({exc})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"{os.fspath(path)}: is a single .npy array, not an NPZ archive with keys")
+    npz = open_npz(path)
     with npz:
         if "objectGuess" not in npz.files:
             _bad(path, "objectGuess", f"missing (the true object is needed); keys: {sorted(npz.files)}")

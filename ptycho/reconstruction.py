@@ -20,13 +20,13 @@ centroids   (B, 2) float64   [x, y] of the B group centroids the patches were st
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from ptycho import files
+from ptycho.data import open_npz
 
 KEYS = ("object", "origin", "extent", "coverage", "centroids")
 
@@ -104,12 +104,7 @@ def load_reconstruction(path: os.PathLike | str) -> Reconstruction:
 
     Raises ``ValueError`` naming the file and the key for anything missing or malformed.
     """
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{os.fspath(path)}: cannot be read as an NPZ archive without pickle ({exc})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"{os.fspath(path)}: is a single .npy array, not a reconstruction NPZ")
+    npz = open_npz(path, "a reconstruction NPZ")
     with npz:
         obj = _key(npz, path, "object", "fc", lambda s: len(s) == 2 and min(s) >= 1, "(S, S) complex")
         origin = _key(npz, path, "origin", "iuf", lambda s: s == (2,), "(2,) [x0, y0]")
