@@ -67,7 +67,8 @@ def test_monitoring_does_not_change_training(arm):
     config, directory, truth, _ = arm
     keras.backend.clear_session()
     train_ds = simulate_dataset(config.simulation_config("high_nll", "train"), obj=truth)
-    plain = workflow.train_model(train_ds, config.training_config("high_nll"), seed=config.seed)
+    plain = workflow.train_model(train_ds, config.training_config("high_nll"), seed=config.seed,
+                                 model_options=config.model_options())
     monitored = json.loads((directory / "history.json").read_text())
     assert "test_ssim" not in plain.history
     np.testing.assert_allclose(plain.history["loss"], monitored["loss"], rtol=1e-5)
