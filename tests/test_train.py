@@ -106,7 +106,7 @@ def test_training_beats_an_untrained_model(seed):
     ae, d2o = create_model_with_gridsize(2, 64, probe=train_data.probe, n_filters_scale=1,
                                          intensity_scale=train_data.intensity_scale, seed=seed)
     untrained = amplitude_ssim(d2o)
-    history = train(ae, train_data, TrainingConfig(nepochs=6, batch_size=16, verbose=0, seed=seed))
+    history = train(ae, train_data, TrainingConfig(nepochs=6, batch_size=8, verbose=0, seed=seed))
     trained = amplitude_ssim(d2o)
     assert history["loss"][-1] < history["loss"][0]
     assert trained > untrained + 0.1, (trained, untrained)
