@@ -38,7 +38,7 @@ def test_help_documents_every_option_without_loading_tensorflow(fresh_python):
         assert option in out
     for arm in dose.ARM_NAMES:
         assert arm in out
-    assert "paper: n_train=2000, n_test=128, nepochs=50" in " ".join(out.split())
+    assert "paper: n_train=2000, n_test=512, nepochs=50" in " ".join(out.split())
 
 
 def test_invalid_arguments_fail_fast_without_tensorflow(fresh_python, tmp_path):
@@ -91,7 +91,7 @@ def test_flags_override_the_preset(tmp_path):
     args = parser.parse_args(["--output-dir", str(tmp_path), "--preset", "paper", "--nepochs", "3",
                               "--arms", "low_mae", "high_nll", "--force", "--seed", "7"])
     config = dose.config_from_args(args)
-    assert (config.n_train, config.n_test, config.nepochs, config.batch_size) == (2000, 128, 3, 16)
+    assert (config.n_train, config.n_test, config.nepochs, config.batch_size) == (2000, 512, 3, 16)
     assert (config.arms, config.force, config.seed, config.output_dir) == (
         ("high_nll", "low_mae"), True, 7, tmp_path)
     default = dose.config_from_args(parser.parse_args([]))

@@ -306,7 +306,7 @@ def test_presets_and_overrides(tmp_path):
     assert (quick.preset, quick.n_train, quick.n_test, quick.nepochs, quick.batch_size) == (
         "quick", *[dose.PRESETS["quick"][k] for k in ("n_train", "n_test", "nepochs", "batch_size")])
     paper = StudyConfig(output_dir=tmp_path, preset="paper", nepochs=3)
-    assert (paper.n_train, paper.n_test, paper.nepochs, paper.batch_size) == (2000, 128, 3, 16)
+    assert (paper.n_train, paper.n_test, paper.nepochs, paper.batch_size) == (2000, 512, 3, 16)
     assert StudyConfig(output_dir=tmp_path, arms=["low_mae,high_nll"]).arms == ("high_nll", "low_mae")
 
 
@@ -373,7 +373,7 @@ def test_study_uses_a_defocused_probe_and_the_unet(tmp_path):
     from ptycho.studies.dose.config import STUDY_PROBE_DEFOCUS, StudyConfig
 
     cfg = StudyConfig(output_dir=tmp_path)
-    assert (cfg.n_train, cfg.n_test, cfg.nepochs, cfg.batch_size) == (1024, 128, 8, 8)  # STUDY-QUICK-PRESET-001
+    assert (cfg.n_train, cfg.n_test, cfg.nepochs, cfg.batch_size) == (1024, 512, 8, 8)  # STUDY-QUICK-PRESET-001, STUDY-TEST-DENSITY-001
     sim = cfg.simulation_config("low_mae", "test")
     assert sim.probe_defocus == STUDY_PROBE_DEFOCUS == pytest.approx(5 * np.pi)
     probe = default_probe(sim)

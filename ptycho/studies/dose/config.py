@@ -29,8 +29,8 @@ DOSES: dict[str, float] = {"high": 1e9, "low": 1e4}
 #: Settings a preset fixes; any of them given explicitly (CLI flag or keyword) overrides the preset.
 #: 'quick' fits four arms in <= 20 min on a 2-core CPU (ledger STUDY-QUICK-PRESET-001).
 PRESETS: dict[str, dict[str, int]] = {
-    "quick": {"n_train": 1024, "n_test": 128, "nepochs": 8, "batch_size": 8},
-    "paper": {"n_train": 2000, "n_test": 128, "nepochs": 50, "batch_size": 16},
+    "quick": {"n_train": 1024, "n_test": 512, "nepochs": 8, "batch_size": 8},
+    "paper": {"n_train": 2000, "n_test": 512, "nepochs": 50, "batch_size": 16},
 }
 DEFAULT_PRESET = "quick"
 #: Quadratic probe phase at the disk edge, radians (a defocused beam; ledger HOLOGRAPHIC-INPUT-001).
