@@ -552,6 +552,27 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
     return autoencoder, diffraction_to_obj
 
 
+def _conv_stack(x, config: ModelConfig, init: _SeededInit):
+    """Encoder and the two decoders: features (B, N, N, K) -> amplitude and phase logits (B, N/2, N/2, C)."""
+    features, levels = _encoder(x, encoder_filters(config.N, config.n_filters_scale), init)
+    dec = decoder_filters(config.N, config.n_filters_scale)
+    skips = levels if config.architecture == "unet" else None
+    return (_decoder(features, dec, config.C, "dec_amp", init, skips),
+            _decoder(features, dec, config.C, "dec_phase", init, skips))
+
+
+def build_conv_stack(config: ModelConfig, seed: int = 0) -> keras.Model:
+    """The trainable convolution stack of ``build_models`` alone (no probe, merge, translation or FFT).
+
+    Input (B, N, N, K) float32 network features (K = 3C for 'unet', C for 'reference'); outputs the
+    amplitude and phase logits (B, N/2, N/2, C). Same layers and initialisation as the full model: the
+    benchmarks time it to separate the physics' cost from the convolutions'.
+    """
+    channels = 3 * config.C if config.architecture == "unet" else config.C
+    features = keras.Input((config.N, config.N, channels), name="features", dtype="float32")
+    return keras.Model(features, list(_conv_stack(features, config, _SeededInit(seed))), name="conv_stack")
+
+
 def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float, seed: int = 0,
                  use_xla: bool = True):
     """Build the two (uncompiled) models of SPEC §4 from an explicit config, probe and scale.
@@ -570,10 +591,7 @@ def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float,
         x = HolographicEstimate(N, name="input_features")(x)
     if config.input_normalization == "standardize":
         x = DiffractionStandardizer(N, kinds=3 if unet else 1, name="input_standardizer")(x)
-    features, levels = _encoder(x, encoder_filters(N, config.n_filters_scale), init)
-    dec = decoder_filters(N, config.n_filters_scale)
-    amplitude_logits = _decoder(features, dec, C, "dec_amp", init, levels if unet else None)
-    phase_logits = _decoder(features, dec, C, "dec_phase", init, levels if unet else None)
+    amplitude_logits, phase_logits = _conv_stack(x, config, init)
     patches = ComplexPatches(N, config.object_amplitude_max, name="object_patches")(amplitude_logits, phase_logits)
     canvas = MergeGroup(N, C, P, use_xla=use_xla, name="merge_group")(patches, positions)
     obj = CentreCrop(N, name="object")(canvas)
