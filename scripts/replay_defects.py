@@ -7,8 +7,9 @@ For every entry of the "Defects" section of ``docs/findings.md`` that names a pa
 
 1. copies the tree (the working tree's tracked and unignored files, or ``git archive REV`` with ``--ref``) to a
    temporary folder and runs every test the ledger names there, unpatched: the clean tree must pass;
-2. applies each patch to that copy (``git apply``), runs the tests the ledger names for it (fail-fast), prints
-   one line ``caught``/``MISSED`` with the test that caught it, and reverts the patch.
+2. applies each patch to a copy (``git apply``), runs the tests the ledger names for it (fail-fast), prints
+   one line ``caught``/``MISSED`` with the test that caught it, and reverts the patch. ``--jobs`` defects
+   (default 2) are replayed at once, each in its own copy of the tree.
 
 A patch that no longer applies (the code it plants a defect in has changed) is reported as
 ``PATCH NO LONGER APPLIES``: rewrite the patch against the new code, never delete it. The exit status is
@@ -17,8 +18,10 @@ non-zero if the clean tree fails, a patch does not apply, or any defect is misse
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import pathlib
+import queue
 import re
 import shutil
 import subprocess
@@ -101,12 +104,49 @@ def apply_patch(tree: pathlib.Path, patch: pathlib.Path, reverse: bool = False) 
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
 
 
+def replay_one(tree: pathlib.Path, patch: str, entry_ids: list[str], tests: list[str], args,
+               clean_failures: set[str]) -> tuple[str, str | None]:
+    """Plant ``patch`` in ``tree``, run its ledger tests (fail-fast), revert; return (report line, problem)."""
+    t0 = time.monotonic()
+    label = f"{pathlib.Path(patch).stem:28} [{', '.join(entry_ids)}]"
+    patch_file = ROOT / patch
+    if not patch_file.is_file():
+        return f"{label}: PATCH FILE MISSING ({patch})", f"{patch}: missing"
+    ok, message = apply_patch(tree, patch_file)
+    if not ok:
+        return (f"{label}: PATCH NO LONGER APPLIES -- the code it plants the defect in has changed; rewrite "
+                f"{patch} against it\n    {message}", f"{patch}: no longer applies")
+    try:
+        code, failed, tail = run_tests(tree, tests, args.timeout, fail_fast=True, workers=1)
+    finally:
+        reverted, message = apply_patch(tree, patch_file, reverse=True)
+        if not reverted:
+            shutil.rmtree(tree)
+            tree.mkdir()
+            copy_tree(tree, args.ref)
+    seconds = time.monotonic() - t0
+    if code is None:
+        return f"{label}: MISSED (tests timed out after {args.timeout:.0f} s) [{seconds:.0f} s]", f"{patch}: timeout"
+    if code == 1 and failed and failed[0] in clean_failures:
+        return (f"{label}: UNPROVEN -- {failed[0]} fails on the clean tree too [{seconds:.0f} s]",
+                f"{patch}: caught only by a test that fails without the defect")
+    if code == 1 and failed:
+        return f"{label}: caught by {failed[0]} [{seconds:.0f} s]", None
+    if code == 0:
+        return (f"{label}: MISSED -- {len(tests)} test(s) passed with the defect planted [{seconds:.0f} s]",
+                f"{patch}: missed")
+    return (f"{label}: MISSED -- pytest exit {code} without a failing ledger test [{seconds:.0f} s]\n{tail}",
+            f"{patch}: pytest exit {code}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ref", help="replay against this git revision instead of the working tree")
     parser.add_argument("--only", nargs="*", help="patch names (without .patch) to replay")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per pytest run")
     parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers for the clean run")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="defects replayed at once, each in its own copy of the tree (default 2: one per core)")
     args = parser.parse_args(argv)
 
     entries = defect_entries()
@@ -117,7 +157,8 @@ def main(argv=None) -> int:
     problems = [f"ledger entry {e} names no patch" for e in unpatched]
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ptycho-defects-") as tmp:
-        tree = pathlib.Path(tmp)
+        tree = pathlib.Path(tmp) / "job0"
+        tree.mkdir()
         copy_tree(tree, args.ref)
         all_tests = list(dict.fromkeys(t for _, tests in plan.values() for t in tests))
         code, failed, tail = run_tests(tree, all_tests, args.timeout, fail_fast=False, workers=args.workers)
@@ -128,45 +169,27 @@ def main(argv=None) -> int:
         if not clean_ok:
             print(tail)
             problems.append("clean tree fails the ledger's tests" + (f": {failed}" if failed else ""))
-        for patch, (entry_ids, tests) in plan.items():
-            t0 = time.monotonic()
-            label = f"{pathlib.Path(patch).stem:28} [{', '.join(entry_ids)}]"
-            patch_file = ROOT / patch
-            if not patch_file.is_file():
-                print(f"{label}: PATCH FILE MISSING ({patch})", flush=True)
-                problems.append(f"{patch}: missing")
-                continue
-            ok, message = apply_patch(tree, patch_file)
-            if not ok:
-                print(f"{label}: PATCH NO LONGER APPLIES -- the code it plants the defect in has changed; rewrite "
-                      f"{patch} against it\n    {message}", flush=True)
-                problems.append(f"{patch}: no longer applies")
-                continue
+        trees = queue.Queue()
+        trees.put(tree)
+        for k in range(1, max(1, args.jobs)):
+            extra = pathlib.Path(tmp) / f"job{k}"
+            extra.mkdir()
+            copy_tree(extra, args.ref)
+            trees.put(extra)
+
+        def replay_in_free_tree(item):
+            patch, (entry_ids, tests) = item
+            job_tree = trees.get()
             try:
-                code, failed, tail = run_tests(tree, tests, args.timeout, fail_fast=True, workers=1)
+                return replay_one(job_tree, patch, entry_ids, tests, args, clean_failures)
             finally:
-                reverted, message = apply_patch(tree, patch_file, reverse=True)
-                if not reverted:
-                    shutil.rmtree(tree)
-                    tree.mkdir()
-                    copy_tree(tree, args.ref)
-            seconds = time.monotonic() - t0
-            if code is None:
-                print(f"{label}: MISSED (tests timed out after {args.timeout:.0f} s) [{seconds:.0f} s]", flush=True)
-                problems.append(f"{patch}: timeout")
-            elif code == 1 and failed and failed[0] in clean_failures:
-                print(f"{label}: UNPROVEN -- {failed[0]} fails on the clean tree too [{seconds:.0f} s]", flush=True)
-                problems.append(f"{patch}: caught only by a test that fails without the defect")
-            elif code == 1 and failed:
-                print(f"{label}: caught by {failed[0]} [{seconds:.0f} s]", flush=True)
-            elif code == 0:
-                print(f"{label}: MISSED -- {len(tests)} test(s) passed with the defect planted [{seconds:.0f} s]",
-                      flush=True)
-                problems.append(f"{patch}: missed")
-            else:
-                print(f"{label}: MISSED -- pytest exit {code} without a failing ledger test [{seconds:.0f} s]\n{tail}",
-                      flush=True)
-                problems.append(f"{patch}: pytest exit {code}")
+                trees.put(job_tree)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for line, problem in pool.map(replay_in_free_tree, plan.items()):
+                print(line, flush=True)
+                if problem:
+                    problems.append(problem)
     print(f"{len(plan)} defects replayed in {time.monotonic() - start:.0f} s; "
           f"{'all caught' if not problems else 'problems: ' + '; '.join(problems)}")
     return 1 if problems else 0
