@@ -353,6 +353,9 @@ def test_dataset_converts_dtypes_and_accepts_boundaries():
     ("nphotons", 0.0, "PtychoDataset.nphotons: must be None or a finite number > 0, got 0.0"),
     ("scan_index", np.arange(4), "PtychoDataset.scan_index: must be (M,) = (5,) integers, got (4,) int64"),
     ("scan_index", np.arange(5.0), "PtychoDataset.scan_index: must be (M,) = (5,) integers, got (5,) float64"),
+    ("scan_index", np.arange(5)[:, None], "PtychoDataset.scan_index: must have 1 dimensions, got shape (5, 1)"),
+    ("scan_index", np.array(list("abcde")), "PtychoDataset.scan_index: must be a real numeric array, got dtype <U1"),
+    ("scan_index", np.arange(5) + 0j, "PtychoDataset.scan_index: must be a real numeric array, got dtype complex128"),
 ])
 def test_dataset_validation_messages_are_exact(field, value, expected):
     f = _valid_fields()
@@ -506,3 +509,34 @@ def test_load_object_accepts_a_one_pixel_wide_object(tmp_path):
 
     path = _write(tmp_path / "thin.npz", objectGuess=np.ones((1, 3)))
     assert load_object(path).shape == (1, 3)
+
+
+def test_variants_share_the_arrays_of_the_dataset_they_come_from():
+    """subset() and dataclasses.replace re-validate, but copy no array already in its stored dtype: a variant
+    of a large data set costs no second diffraction stack."""
+    ds = PtychoDataset(**{**_valid_fields(), "group_indices": np.array([[0, 1, 2, 3], [4, 3, 2, 1]])})
+    shared = ("diffraction", "xcoords", "ycoords", "probe", "obj", "scan_index")
+    for variant in (ds.subset(1), dataclasses.replace(ds, nphotons=2.0)):
+        for name in shared:
+            assert np.shares_memory(getattr(variant, name), getattr(ds, name)), name
+    assert np.shares_memory(dataclasses.replace(ds, nphotons=2.0).group_indices, ds.group_indices)
+
+
+def test_open_npz_names_the_file_and_the_expected_content(tmp_path):
+    from ptycho.data import open_npz
+
+    path = _write(tmp_path / "ok.npz", a=np.arange(3))
+    with open_npz(path) as npz:
+        assert npz.files == ["a"]
+        np.testing.assert_array_equal(npz["a"], np.arange(3))
+    single = tmp_path / "single.npy"
+    np.save(single, np.ones(2))
+    assert _message(lambda: open_npz(single)) == f"{single}: is a single .npy array, not an NPZ archive with keys"
+    assert _message(lambda: open_npz(single, "a reconstruction NPZ")) == \
+        f"{single}: is a single .npy array, not a reconstruction NPZ"
+    pickled = tmp_path / "pickled.npy"
+    np.save(pickled, np.array([None], dtype=object), allow_pickle=True)
+    assert _message(lambda: open_npz(pickled)).startswith(
+        f"{pickled}: cannot be read as an NPZ archive without pickle (")
+    assert _message(lambda: open_npz(tmp_path / "absent.npz")).startswith(
+        f"{tmp_path / 'absent.npz'}: cannot be read as an NPZ archive without pickle (")

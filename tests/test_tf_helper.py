@@ -310,3 +310,153 @@ def test_channel_flat_round_trip_non_square():
     flat = th._channel_to_flat(x)
     assert tuple(flat.shape) == (8, 3, 5, 1)
     np.testing.assert_array_equal(th._flat_to_channel(flat, 4).numpy(), x)
+
+
+# ---------------------------------------------------------------- argument checks, boundaries and the stitch against
+# a NumPy reference (mutation survivors of merge/extract/stitch, issue 13)
+
+_R, _E = "_reassemble_patches_position_real", "extract_patches_position"
+
+
+def _merge(imgs_shape, off, P=12):
+    return lambda: th._reassemble_patches_position_real(np.zeros(imgs_shape), off, padded_size=P)
+
+
+def _extract(canvas_shape, off, N=8):
+    return lambda: th.extract_patches_position(np.zeros(canvas_shape), off, N)
+
+
+def _stitch(patches_shape, offsets, **kwargs):
+    return lambda: th.reassemble_position(np.zeros(patches_shape, np.complex64), offsets, **kwargs)
+
+
+_OFF1 = np.zeros((1, 1, 2, 1))
+
+
+@pytest.mark.parametrize("call, message", [
+    (_merge((8, 8, 1), _OFF1), f"{_R}: imgs must have rank 4 with static H, W, C, got (8, 8, 1)"),
+    (_merge((1, 8, 12, 1), _OFF1), f"{_R}: patches must be square, got (1, 8, 12, 1)"),
+    (_merge((1, 6, 6, 1), _OFF1, P=8), f"{_R}: patch size N must be a multiple of 4, got 6"),
+    (_merge((1, 8, 8, 1), _OFF1, P=11), f"{_R}: padded_size P must be an int with P - N even and >= 0, got P=11, N=8"),
+    (_merge((1, 8, 8, 3), np.zeros((1, 1, 2, 3)), P=None), "padded_size=None needs C = gridsize**2, got C = 3"),
+    (_merge((1, 8, 8, 1), np.zeros((1, 3, 2, 1))), f"{_R}: offsets_xy must have shape (B, 1, 2, 1), got (1, 3, 2, 1)"),
+    (_merge((1, 8, 8, 1), np.zeros((1, 1, 3, 1))), f"{_R}: offsets_xy must have shape (B, 1, 2, 1), got (1, 1, 3, 1)"),
+    (_merge((1, 8, 8, 1), np.zeros((1, 1, 2, 1, 1))),
+     f"{_R}: offsets_xy must have shape (B, 1, 2, 1), got (1, 1, 2, 1, 1)"),
+    (_merge((1, 8, 8, 1), np.zeros((1, 1, 2))), f"{_R}: offsets_xy must have shape (B, 1, 2, 1), got (1, 1, 2)"),
+    (_merge((2, 8, 8, 1), np.zeros((3, 1, 2, 1))), f"{_R}: offsets_xy batch 3 != images batch 2"),
+    (_extract((12, 12, 1), _OFF1), f"{_E}: canvas must have rank 4 with static H, W, C, got (12, 12, 1)"),
+    (_extract((1, 12, 16, 1), _OFF1), f"{_E}: canvas must have shape (B, P, P, 1), got (1, 12, 16, 1)"),
+    (_extract((1, 12, 12, 2), _OFF1), f"{_E}: canvas must have shape (B, P, P, 1), got (1, 12, 12, 2)"),
+    (_extract((1, 12, 12, 1), _OFF1, N=6), f"{_E}: patch size N must be a multiple of 4, got 6"),
+    (_extract((1, 8, 8, 1), _OFF1, N=12), f"{_E}: padded_size P must be an int with P - N even and >= 0, got P=8, N=12"),
+    (_extract((1, 12, 12, 1), np.zeros((1, 2, 1))), f"{_E}: offsets_xy must have shape (B, 1, 2, C), got (1, 2, 1)"),
+    (_extract((1, 12, 12, 1), np.zeros((1, 1, 3, 4))), f"{_E}: offsets_xy must have shape (B, 1, 2, 4), got (1, 1, 3, 4)"),
+    (_extract((2, 12, 12, 1), np.zeros((1, 1, 2, 4))), f"{_E}: offsets_xy batch 1 != images batch 2"),
+    (_stitch((8, 8, 1), _OFF1), "reassemble_position: patches must have rank 4 with static H, W, C, got (8, 8, 1)"),
+    (_stitch((2, 8, 8, 1), _OFF1), "reassemble_position: global_offsets must have shape (2, 1, 2, 1), got (1, 1, 2, 1)"),
+    (_stitch((1, 8, 8, 1), np.full((1, 1, 2, 1), np.nan)), "reassemble_position: global_offsets must be finite"),
+    (_stitch((1, 8, 8, 1), _OFF1, M=0), "reassemble_position: M must be an int in [1, N=8], got 0"),
+    (_stitch((1, 8, 8, 1), _OFF1, M=9), "reassemble_position: M must be an int in [1, N=8], got 9"),
+    (_stitch((1, 8, 8, 1), _OFF1, M=2.5), "reassemble_position: M must be an int in [1, N=8], got 2.5"),
+    (_stitch((1, 8, 8, 1), _OFF1, M=4, chunk_size=0), "reassemble_position: chunk_size must be a positive int, got 0"),
+    (_stitch((1, 8, 8, 1), _OFF1, M=4, chunk_size=-1), "reassemble_position: chunk_size must be a positive int, got -1"),
+    (_stitch((1, 8, 8, 1), _OFF1, M=4, chunk_size=2.5),
+     "reassemble_position: chunk_size must be a positive int, got 2.5"),
+    (_stitch((0, 8, 8, 1), np.zeros((0, 1, 2, 1)), M=4), "reassemble_position: patches is empty"),
+])
+def test_merge_extract_and_stitch_reject_bad_arguments_naming_function_and_argument(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_merge_and_extract_accept_list_offsets_and_an_unknown_offset_batch():
+    """Offsets given as nested lists work like arrays; a batch known only at run time is not compared."""
+    rng = np.random.default_rng(12)
+    x = _patches(rng, 2, 8, 1)
+    offsets = rng.uniform(-2, 2, (2, 1, 2, 1)).astype(np.float32)
+    merged = th._reassemble_patches_position_real(x, offsets, padded_size=12, use_xla=False).numpy()
+    np.testing.assert_array_equal(
+        th._reassemble_patches_position_real(x, offsets.tolist(), padded_size=12, use_xla=False).numpy(), merged)
+    canvas = _patches(rng, 2, 12, 1)
+    extracted = th.extract_patches_position(canvas, offsets, 8, use_xla=False).numpy()
+    np.testing.assert_array_equal(th.extract_patches_position(canvas, offsets.tolist(), 8, use_xla=False).numpy(),
+                                  extracted)
+    traced = tf.function(lambda imgs, off: th._reassemble_patches_position_real(imgs, off, padded_size=12,
+                                                                                use_xla=False),
+                         input_signature=[tf.TensorSpec([2, 8, 8, 1], tf.complex64),
+                                          tf.TensorSpec([None, 1, 2, 1], tf.float32)])
+    np.testing.assert_allclose(traced(x, offsets).numpy(), merged, atol=1e-6)
+
+
+def test_merge_extract_and_stitch_honour_use_xla_without_reading_the_switch(monkeypatch):
+    """An explicit use_xla decides the path; the global switch (here garbage, which raises if read) is not read."""
+    monkeypatch.setenv(th.ENV_VAR, "not-a-bool")
+    rng = np.random.default_rng(13)
+    x = _patches(rng, 2, 8, 4)
+    offsets = rng.uniform(-3, 3, (2, 1, 2, 4)).astype(np.float32)
+    canvas = _patches(rng, 2, 16, 1)
+    patches = _patches(rng, 3, 8, 1)
+    global_offsets = rng.uniform(0, 5, (3, 1, 2, 1))
+    results = {}
+    for use_xla in (True, False):
+        results[use_xla] = (
+            th._reassemble_patches_position_real(x, offsets, padded_size=16, use_xla=use_xla).numpy(),
+            th.extract_patches_position(canvas, offsets, 8, use_xla=use_xla).numpy(),
+            th.reassemble_position(patches, global_offsets, M=4, use_xla=use_xla).numpy())
+    for a, b in zip(results[True], results[False]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("M, rel, side", [
+    (20, np.zeros((0, 2)), 20),             # no offsets: the crop itself
+    (20, [[0.0, 0.0]], 20),
+    (5, [[0.5, -0.2]], 8),                  # 5 + 2*1 = 7, rounded up to even
+    (6, [[0.0, -1.0]], 8),                  # already even
+    (7, [[2.0, 0.3], [-1.5, 0.0]], 12),     # 7 + 2*2 = 11 -> 12
+    (4, [[-2.5, 1.0]], 10),                 # |-2.5| -> 3: 4 + 6
+])
+def test_stitch_canvas_size_closed_form(M, rel, side):
+    assert th.stitch_canvas_size(M, np.asarray(rel, np.float32)) == side
+
+
+def _numpy_stitch(patches, offsets, M):
+    """Reference stitch for integer offsets - mean: crop the central M×M, add at its place, divide by the count."""
+    B, N = patches.shape[:2]
+    rel = np.rint(offsets[:, 0, :, 0] - offsets[:, 0, :, 0].mean(axis=0)).astype(int)   # (B, 2) [dx, dy]
+    S = M + 2 * int(np.abs(rel).max())
+    S += S % 2
+    lo, before = N // 2 - M // 2, S // 2 - M // 2
+    num, den = np.zeros((S, S), complex), np.zeros((S, S))
+    for b in range(B):
+        r, c = before + rel[b, 1], before + rel[b, 0]
+        num[r:r + M, c:c + M] += patches[b, lo:lo + M, lo:lo + M, 0]
+        den[r:r + M, c:c + M] += 1
+    return num / (den + 1e-9)
+
+
+@pytest.mark.parametrize("N, M, chunk_size, B", [
+    (8, 6, 256, 4),      # N != 2M: the crop is not the complement of a border of width M
+    (8, 5, 3, 4),        # odd M, chunks of 3
+    (8, 8, 1, 4),        # M == N, one patch per chunk
+    (8, 1, 2, 4),        # M == 1
+    (12, 4, 256, 1),     # a single patch
+])
+def test_stitch_matches_numpy_reference_at_integer_offsets(N, M, chunk_size, B):
+    rng = np.random.default_rng(N * 100 + M)
+    patches = _patches(rng, B, N, 1)
+    # non-square spread, mean (12.25, 20.5) non-zero and not an integer; offsets - mean are integers
+    offsets = np.array([[11.25, 20.5], [14.25, 20.5], [10.25, 23.5], [13.25, 17.5]])[:B, None, :, None]
+    out = th.reassemble_position(patches, offsets, M=M, chunk_size=chunk_size, use_xla=False).numpy()
+    expected = _numpy_stitch(patches, offsets, M)
+    assert out.shape == expected.shape + (1,) and out.dtype == np.complex64
+    np.testing.assert_allclose(out[..., 0], expected, atol=1e-5)
+
+
+def test_stitch_default_crop_is_20_pixels():
+    rng = np.random.default_rng(14)
+    patches = _patches(rng, 1, 24, 1)
+    out = th.reassemble_position(patches, np.full((1, 1, 2, 1), 7.0), use_xla=False).numpy()
+    assert out.shape == (20, 20, 1)
+    np.testing.assert_allclose(out, patches[0, 2:22, 2:22], atol=1e-6)
