@@ -313,6 +313,8 @@ def reassemble_position(patches, global_offsets, M=20, chunk_size=256, use_xla=N
     name = "reassemble_position"
     shape = _static_shape(patches, name, "patches")
     B, N = shape[0], shape[1]
+    if shape[2] != N or shape[3] != 1:
+        raise ValueError(f"{name}: patches must have shape (B, N, N, 1) (square, one channel), got {shape}")
     offsets = np.asarray(global_offsets, dtype=np.float64)
     if offsets.shape != (B, 1, 2, 1):
         raise ValueError(f"{name}: global_offsets must have shape ({B}, 1, 2, 1), got {offsets.shape}")

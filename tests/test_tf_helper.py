@@ -354,6 +354,10 @@ _OFF1 = np.zeros((1, 1, 2, 1))
     (_extract((1, 12, 12, 1), np.zeros((1, 1, 3, 4))), f"{_E}: offsets_xy must have shape (B, 1, 2, 4), got (1, 1, 3, 4)"),
     (_extract((2, 12, 12, 1), np.zeros((1, 1, 2, 4))), f"{_E}: offsets_xy batch 1 != images batch 2"),
     (_stitch((8, 8, 1), _OFF1), "reassemble_position: patches must have rank 4 with static H, W, C, got (8, 8, 1)"),
+    (_stitch((1, 8, 12, 1), _OFF1, M=4),  # once centred the crop on H for both axes: silently wrong columns
+     "reassemble_position: patches must have shape (B, N, N, 1) (square, one channel), got (1, 8, 12, 1)"),
+    (_stitch((1, 8, 8, 2), _OFF1, M=4),
+     "reassemble_position: patches must have shape (B, N, N, 1) (square, one channel), got (1, 8, 8, 2)"),
     (_stitch((2, 8, 8, 1), _OFF1), "reassemble_position: global_offsets must have shape (2, 1, 2, 1), got (1, 1, 2, 1)"),
     (_stitch((1, 8, 8, 1), np.full((1, 1, 2, 1), np.nan)), "reassemble_position: global_offsets must be finite"),
     (_stitch((1, 8, 8, 1), _OFF1, M=0), "reassemble_position: M must be an int in [1, N=8], got 0"),
