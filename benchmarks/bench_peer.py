@@ -3,10 +3,12 @@
     PTYCHO_PEER_SRC=/path/to/PtychoPINN [PTYCHO_PEER_PYTHON=/path/to/python] python benchmarks/bench_peer.py
 
 Each implementation runs in its own worker process (the reference's package is also called ``ptycho``),
-both on the same grouped batch: N=64, gridsize 2, batch 15 groups (see BATCH), n_filters_scale 2, Poisson NLL, each at
-its own defaults otherwise (ours: the default 'unet' architecture, XLA-compiled steps; the reference: its
-``create_compiled_model``). The workers take turns, a few steps at a time, so load drift on a shared machine
-hits both alike; medians of ``STEPS`` timed steps each. Timed per step (result materialised):
+both on the same grouped batch: N=64, gridsize 2, batch 15 groups (see BATCH), n_filters_scale 2,
+Poisson NLL, each at its own defaults otherwise (ours: the default 'unet' architecture, XLA where
+``default_jit_compile`` says, i.e. off on a CPU-only machine; the reference: its
+``create_compiled_model``, no XLA). The workers take turns, a few steps at a time, so load drift on a
+shared machine hits both alike; medians of ``STEPS`` timed steps each. Timed per step (result
+materialised):
 
 - train: one ``train_on_batch`` of the full model;
 - infer: one ``predict_on_batch`` of ``diffraction_to_obj``;
@@ -74,7 +76,7 @@ def _ours(batch):
     import numpy as np
 
     from ptycho.config import ModelConfig
-    from ptycho.model import adapt_input_normalization, build_conv_stack, create_model_with_gridsize
+    from ptycho.model import adapt_input_normalization, build_conv_stack, create_model_with_gridsize, default_jit_compile
 
     X, pos, s = batch["X"], batch["positions"], float(batch["scale"])
     ae, d2o = create_model_with_gridsize(GRIDSIZE, N, probe=batch["probe"], intensity_scale=s, seed=0)
@@ -83,7 +85,7 @@ def _ours(batch):
     inputs = {"diffraction": d, "positions": pos}
     targets = (d, d, d ** 2)
     stack = build_conv_stack(ModelConfig(N=N, gridsize=GRIDSIZE), seed=0)
-    stack.compile(optimizer="adam", loss=["mae", "mae"], jit_compile=True)
+    stack.compile(optimizer="adam", loss=["mae", "mae"], jit_compile=default_jit_compile())  # as the model
     features = np.random.default_rng(1).standard_normal((BATCH,) + tuple(stack.inputs[0].shape[1:])).astype(np.float32)
     logits = [np.zeros((BATCH,) + tuple(o.shape[1:]), np.float32) for o in stack.outputs]
     return {

@@ -111,7 +111,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Optimiser, loss and callback settings (SPEC §5). ``loss`` is 'nll' (Poisson) or 'mae'."""
+    """Optimiser, loss and callback settings (SPEC §5). ``loss`` is 'nll' (Poisson) or 'mae'.
+
+    ``jit_compile``: True / False compile the training step with / without XLA; None (default) uses XLA
+    where it is faster here: when TensorFlow sees a GPU, not on a CPU-only machine (ledger XLA-PER-DEVICE-001).
+    """
 
     nepochs: int = 50
     batch_size: int = 16
@@ -122,7 +126,7 @@ class TrainingConfig:
     lr_patience: int = 2
     min_lr: float = 1e-4
     early_stopping_patience: int = 3
-    jit_compile: bool = True
+    jit_compile: Optional[bool] = None
     verbose: int = 1
     seed: int = 0
 
@@ -140,6 +144,8 @@ class TrainingConfig:
         _require_int(self, "lr_patience", 0)
         _require_float(self, "min_lr", 0.0, strict=False)
         _require_int(self, "early_stopping_patience", 0)
+        if not (self.jit_compile is None or isinstance(self.jit_compile, bool)):
+            _fail(self, "jit_compile", f"must be True, False or None (XLA where it is faster), got {self.jit_compile!r}")
         _require_int(self, "verbose", 0)
         _require_int(self, "seed", 0)
 

@@ -496,14 +496,15 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
                                intensity_scale_trainable: Optional[bool] = None, nphotons: Optional[float] = None,
                                nll_weight: Optional[float] = None, mae_weight: Optional[float] = None,
                                learning_rate: Optional[float] = None, input_normalization: Optional[str] = None,
-                               architecture: Optional[str] = None, jit_compile: bool = True, seed: int = 0):
+                               architecture: Optional[str] = None, jit_compile: Optional[bool] = None,
+                               seed: int = 0):
     """Build ``(autoencoder, diffraction_to_obj)`` for patches of N×N pixels and gridsize² channels.
 
     Each setting comes from its keyword argument, else from ``params.cfg`` where a legacy script set it,
     else from the ``ModelConfig`` default. ``intensity_scale`` (s, √counts per unit amplitude) should
     come from the training data (``PtychoDataset.intensity_scale``); without it the legacy default
-    sqrt(nphotons)/(N/2) is used. Both models are compiled with ``jit_compile`` (XLA) explicit; the
-    autoencoder with Adam and the loss weights (Poisson NLL on intensity, MAE on amplitude). ``seed`` fixes
+    sqrt(nphotons)/(N/2) is used. Both models are compiled with ``jit_compile`` (XLA) explicit, None meaning
+    :func:`default_jit_compile` (on with a GPU, off on CPU); the autoencoder with Adam and the loss weights (Poisson NLL on intensity, MAE on amplitude). ``seed`` fixes
     the weight initialisation. ``input_normalization`` 'standardize' (default) adds a per-pixel input
     standardiser whose statistics ``train`` estimates from the training data on first use (or call
     ``adapt_input_normalization``); 'none' feeds x = d/s. ``architecture`` 'unet' (default) adds the
@@ -544,6 +545,7 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
                                                    use_xla=should_use_xla())
     nll = _resolve("nll_weight", nll_weight)
     mae = _resolve("mae_weight", mae_weight)
+    jit_compile = resolve_jit_compile(jit_compile)
     compile_autoencoder(autoencoder, nll_weight=params.DEFAULTS["nll_weight"] if nll is None else nll,
                         mae_weight=params.DEFAULTS["mae_weight"] if mae is None else mae,
                         learning_rate=_resolve("learning_rate", learning_rate) or params.DEFAULTS["learning_rate"],
@@ -609,9 +611,25 @@ def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float,
     return autoencoder, diffraction_to_obj
 
 
+def default_jit_compile() -> bool:
+    """Whether XLA compiles training and inference by default: where it is faster, i.e. when TensorFlow sees
+    a GPU, not on a CPU-only machine (the same rule as Keras 3's ``jit_compile='auto'``; ledger
+    XLA-PER-DEVICE-001)."""
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def resolve_jit_compile(jit_compile: Optional[bool]) -> bool:
+    """``jit_compile`` as given (True / False), or :func:`default_jit_compile` for None."""
+    if jit_compile is None:
+        return default_jit_compile()
+    if not isinstance(jit_compile, (bool, np.bool_)):
+        raise ValueError(f"jit_compile: must be True, False or None (XLA where it is faster), got {jit_compile!r}")
+    return bool(jit_compile)
+
+
 def compile_autoencoder(autoencoder, *, nll_weight: float = 1.0, mae_weight: float = 0.0,
-                        learning_rate: float = 1e-3, jit_compile: bool = True) -> None:
-    """Compile the autoencoder with Adam and weighted losses, XLA explicit.
+                        learning_rate: float = 1e-3, jit_compile: Optional[bool] = None) -> None:
+    """Compile the autoencoder with Adam and weighted losses, XLA explicit (None: :func:`default_jit_compile`).
 
     Poisson NLL acts on the ``intensity`` output (counts), MAE on the ``amplitude`` output (√counts).
     """
@@ -623,7 +641,7 @@ def compile_autoencoder(autoencoder, *, nll_weight: float = 1.0, mae_weight: flo
     losses = [None, mae if mae_weight else None, poisson_nll if nll_weight else None]
     weights = [0.0, float(mae_weight), float(nll_weight)]
     autoencoder.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, loss_weights=weights,
-                        jit_compile=jit_compile)
+                        jit_compile=resolve_jit_compile(jit_compile))
 
 
 def adapt_input_normalization(model: keras.Model, amplitudes: np.ndarray, force: bool = False) -> bool:

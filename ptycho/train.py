@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from ptycho.config import TrainingConfig
 from ptycho.data import PtychoDataset
-from ptycho.model import adapt_input_normalization, compile_autoencoder, get_intensity_scale
+from ptycho.model import adapt_input_normalization, compile_autoencoder, get_intensity_scale, resolve_jit_compile
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     """Train ``autoencoder`` on ``dataset`` without ground truth; return the history dict.
 
     The model is (re)compiled for ``config.loss`` ('nll': Poisson NLL on intensity; 'mae': MAE on amplitude)
-    with Adam(``config.learning_rate``) and ``jit_compile=config.jit_compile``. Its inputs are s·X with s the
+    with Adam(``config.learning_rate``) and XLA as ``config.jit_compile`` says (recorded as ``jit_compile``). Its inputs are s·X with s the
     model's own intensity scale. History (per-epoch lists plus ``epochs_run``) is written atomically as JSON
     to ``history_path`` when given.
     """
@@ -103,8 +103,9 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     if tuple(dataset.X.shape[1:]) != expected:
         raise ValueError(f"dataset: grouped diffraction has shape {dataset.X.shape[1:]}, the model expects {expected}")
 
+    jit_compile = resolve_jit_compile(config.jit_compile)
     compile_autoencoder(autoencoder, nll_weight=float(config.loss == "nll"), mae_weight=float(config.loss == "mae"),
-                        learning_rate=config.learning_rate, jit_compile=config.jit_compile)
+                        learning_rate=config.learning_rate, jit_compile=jit_compile)
     scale = get_intensity_scale(autoencoder)
     inputs = model_inputs(dataset, scale)
     train_idx, val_idx = split_indices(dataset.n_groups, config.validation_split, config.seed)
@@ -120,6 +121,7 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     history["epochs_run"] = len(history.get("loss", []))
     history["input_statistics_adapted"] = bool(adapted)
+    history["jit_compile"] = jit_compile
     history["wall_time_s"] = time.perf_counter() - start
     if history_path is not None:
         write_json_atomic(history_path, history)

@@ -34,6 +34,8 @@ def test_model_config_rejects(kwargs, field):
     ({"validation_split": 1.0}, "validation_split"),
     ({"learning_rate": 0.0}, "learning_rate"),
     ({"lr_factor": 1.5}, "lr_factor"),
+    ({"jit_compile": 1}, "jit_compile"),
+    ({"jit_compile": "auto"}, "jit_compile"),
 ])
 def test_training_config_rejects(kwargs, field):
     with pytest.raises(ValueError, match=rf"TrainingConfig\.{field}"):

@@ -394,3 +394,28 @@ def test_standardizer_is_identity_until_adapted_then_standardizes_each_pixel_and
         layer.adapt(np.ones((5, N, N, 5), np.float32))
     with pytest.raises(ValueError, match="non-finite"):
         layer.adapt(np.full((5, N, N, K * C), np.nan, np.float32))
+
+
+def test_jit_compile_default_is_xla_only_where_a_gpu_is_visible(monkeypatch):
+    """XLA-PER-DEVICE-001: None means XLA on a GPU machine, not on a CPU-only one; explicit values win."""
+    import tensorflow as tf
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [] if kind == "GPU" else ["cpu"])
+    assert ptycho_model.resolve_jit_compile(None) is False
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu"])
+    assert ptycho_model.resolve_jit_compile(None) is True
+    assert ptycho_model.resolve_jit_compile(False) is False and ptycho_model.resolve_jit_compile(True) is True
+    with pytest.raises(ValueError, match="jit_compile: must be True, False or None"):
+        ptycho_model.resolve_jit_compile("auto")
+
+
+def test_factory_compiles_both_models_with_the_resolved_jit_setting(monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [] if kind == "GPU" else ["cpu"])
+    ae, d2o = create_model_with_gridsize(1, 32, intensity_scale=10.0, architecture="reference",
+                                         input_normalization="none")
+    assert ae.jit_compile is False and d2o.jit_compile is False
+    ae, d2o = create_model_with_gridsize(1, 32, intensity_scale=10.0, architecture="reference",
+                                         input_normalization="none", jit_compile=True)
+    assert ae.jit_compile is True and d2o.jit_compile is True
