@@ -419,3 +419,24 @@ def test_factory_compiles_both_models_with_the_resolved_jit_setting(monkeypatch)
     ae, d2o = create_model_with_gridsize(1, 32, intensity_scale=10.0, architecture="reference",
                                          input_normalization="none", jit_compile=True)
     assert ae.jit_compile is True and d2o.jit_compile is True
+
+
+def test_conv_stack_is_the_models_convolutions_alone():
+    """PEER-BENCH-001: the benchmark's cost model has the model's conv layers, weights and outputs exactly."""
+    from ptycho.config import ModelConfig
+
+    ae, _ = create_model_with_gridsize(2, 32, intensity_scale=10.0, n_filters_scale=1, seed=4, jit_compile=False)
+    stack = ptycho_model.build_conv_stack(ModelConfig(N=32, gridsize=2, n_filters_scale=1), seed=4)
+    weighted = [layer for layer in stack.layers if layer.weights]
+    assert len(weighted) == len([layer for layer in ae.layers if layer.name.startswith(("enc", "dec"))
+                                 and layer.weights])
+    for layer in weighted:
+        for ours, theirs in zip(layer.get_weights(), ae.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    rng = np.random.default_rng(0)
+    inputs = [rng.uniform(0, 30, (3, 32, 32, 4)).astype(np.float32), rng.uniform(-3, 3, (3, 1, 2, 4)).astype(np.float32)]
+    features = keras.Model(ae.inputs, ae.get_layer("input_standardizer").output)(inputs)
+    logits = keras.Model(ae.inputs, [ae.get_layer("dec_amp_logits").output, ae.get_layer("dec_phase_logits").output])(inputs)
+    for ours, theirs in zip(stack(features), logits):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-5, atol=1e-5)
+        assert np.std(np.asarray(theirs)) > 0
