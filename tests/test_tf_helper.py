@@ -464,3 +464,100 @@ def test_stitch_default_crop_is_20_pixels():
     out = th.reassemble_position(patches, np.full((1, 1, 2, 1), 7.0), use_xla=False).numpy()
     assert out.shape == (20, 20, 1)
     np.testing.assert_allclose(out, patches[0, 2:22, 2:22], atol=1e-6)
+
+
+# ---------------------------------------------------------------- the switch's accepted values, routing to the
+# jit kernel, and shape checks of list inputs (added for the mutation score)
+
+from ptycho import projective_warp_xla as pwx  # noqa: E402
+
+
+@pytest.mark.parametrize("value, expected", [(1, True), (0, False), (np.int64(1), True), (np.int32(0), False)])
+def test_should_use_xla_accepts_integers_zero_and_one(monkeypatch, legacy_cfg, value, expected):
+    monkeypatch.delenv(th.ENV_VAR, raising=False)
+    legacy_cfg["use_xla_translate"] = value
+    assert th.should_use_xla() is expected
+
+
+@pytest.mark.parametrize("value", [2, -1, np.int64(7)])
+def test_should_use_xla_rejects_other_integers_listing_the_spellings(monkeypatch, legacy_cfg, value):
+    monkeypatch.delenv(th.ENV_VAR, raising=False)
+    legacy_cfg["use_xla_translate"] = value
+    message = (f"params.cfg['use_xla_translate'] must be a boolean (1/true/yes/on or 0/false/no/off), "
+               f"got {value!r}")
+    with pytest.raises(ValueError) as info:
+        th.should_use_xla()
+    assert str(info.value) == message
+
+
+def test_should_use_xla_defaults_to_true_without_the_key(monkeypatch, legacy_cfg):
+    monkeypatch.delenv(th.ENV_VAR, raising=False)
+    legacy_cfg.pop("use_xla_translate", None)
+    assert th.should_use_xla() is True
+
+
+def _spy_jit_kernels(monkeypatch):
+    calls = []
+    for interpolation, kernel in list(pwx._JIT_KERNELS.items()):
+        def spy(images, shifts, kernel=kernel, interpolation=interpolation):
+            calls.append(interpolation)
+            return kernel(images, shifts)
+        monkeypatch.setitem(pwx._JIT_KERNELS, interpolation, spy)
+    return calls
+
+
+def test_xla_routes_run_the_jit_compiled_kernel_eagerly(monkeypatch, legacy_cfg):
+    """translate_core(use_xla_workaround=True) and translate() with the switch on use the jit kernel; use_xla=False does not."""
+    monkeypatch.delenv(th.ENV_VAR, raising=False)
+    legacy_cfg["use_xla_translate"] = True
+    calls = _spy_jit_kernels(monkeypatch)
+    images, shifts = np.ones((2, 5, 6, 1), np.float32), np.array([[0.5, -1.0]], np.float32)
+    th.translate_core(images, shifts, "nearest", use_xla_workaround=True)
+    assert calls == ["nearest"]
+    th.translate(images, shifts)
+    assert calls == ["nearest", "bilinear"]
+    th.translate(images, shifts, use_xla=False)
+    assert calls == ["nearest", "bilinear"]
+
+
+def test_translate_without_xla_honours_nearest():
+    """A shift of [0.3, 0.6] is [0, 1] for nearest (bilinear would spread the impulse)."""
+    image = np.zeros((1, 7, 8, 1), np.float32)
+    image[0, 3, 4, 0] = 1.0
+    out = th.translate(image, np.array([[0.3, 0.6]], np.float32), "nearest", use_xla=False).numpy()
+    assert np.argwhere(out[0, ..., 0]).tolist() == [[4, 4]] and out.sum() == 1.0
+
+
+def test_oracle_path_matches_closed_form_roll_with_dx_not_dy_and_zero_fill():
+    """Integer [dx, dy] = [2, -1] is a zero-filled roll (right 2, up 1), float and complex."""
+    rng = np.random.default_rng(31)
+    images = rng.standard_normal((2, 6, 7, 1)) + 1j * rng.standard_normal((2, 6, 7, 1))
+    expected = np.zeros_like(images)
+    expected[:, :5, 2:] = images[:, 1:, :5]
+    for dtype in (np.float64, np.complex64):
+        x = images.real.astype(dtype) if dtype == np.float64 else images.astype(dtype)
+        want = expected.real if dtype == np.float64 else expected
+        out = th.translate_core(x, np.array([[2.0, -1.0]], np.float32)).numpy()
+        np.testing.assert_allclose(out, want, atol=1e-5)
+
+
+def test_merge_and_extract_accept_nested_list_inputs():
+    rng = np.random.default_rng(17)
+    patches = rng.standard_normal((2, 8, 8, 2)).astype(np.float32)
+    offsets = rng.uniform(-2, 2, (2, 1, 2, 2)).astype(np.float32)
+    canvas = rng.standard_normal((2, 16, 16, 1)).astype(np.float32)
+    np.testing.assert_array_equal(
+        th._reassemble_patches_position_real(patches.tolist(), offsets, padded_size=16, use_xla=False).numpy(),
+        th._reassemble_patches_position_real(patches, offsets, padded_size=16, use_xla=False).numpy())
+    np.testing.assert_array_equal(th.extract_patches_position(canvas.tolist(), offsets, 8, use_xla=False).numpy(),
+                                  th.extract_patches_position(canvas, offsets, 8, use_xla=False).numpy())
+    with pytest.raises(ValueError, match="rank 4 with static H, W, C"):
+        th._reassemble_patches_position_real(patches[0].tolist(), offsets, padded_size=16, use_xla=False)
+
+
+def test_merge_rejects_unknown_height_at_trace_time():
+    run = tf.function(lambda x: th._reassemble_patches_position_real(x, np.zeros((1, 1, 2, 1), np.float32),
+                                                                     padded_size=16, use_xla=False),
+                      input_signature=[tf.TensorSpec([1, None, 8, 1])])
+    with pytest.raises(ValueError, match=r"imgs must have rank 4 with static H, W, C"):
+        run.get_concrete_function()
