@@ -5,9 +5,13 @@
 Each implementation runs in its own worker process (the reference's package is also called ``ptycho``),
 both on the same grouped batch: N=64, gridsize 2, batch 15 groups (see BATCH), n_filters_scale 2,
 Poisson NLL, each at its own defaults otherwise (ours: the default 'unet' architecture, XLA where
-``default_jit_compile`` says, i.e. off on a CPU-only machine; the reference: its
+``default_jit_compile`` says, i.e. off on a CPU-only machine, and the convolution precision
+``default_conv_dtype`` gives, reported as ``ours_conv_dtype``; the reference: its
 ``create_compiled_model``, no XLA). The workers take turns, a few steps at a time, so load drift on a
-shared machine hits both alike; medians of ``STEPS`` timed steps each. Timed per step (result
+shared machine hits both alike, with ``SETTLE_S`` of idle time before each turn: TF's worker threads keep
+spinning for a while after their work, and without the pause the worker that just finished slowed the other
+one's next steps (ours: 51 vs 58 groups/s in training, most of it on the many small ops of the physics,
+ledger PEER-BENCH-001); medians of ``STEPS`` timed steps each. Timed per step (result
 materialised):
 
 - train: one ``train_on_batch`` of the full model;
@@ -37,6 +41,7 @@ C = GRIDSIZE ** 2
 STEPS = 15          # timed steps per measurement and implementation
 ROUND = 5           # steps per turn
 WARMUP = 3
+SETTLE_S = 0.5     # idle time before each turn, so the other worker's spinning threads have gone to sleep
 PHOTONS = 1e9
 OPS = ("train", "infer", "conv")
 
@@ -76,7 +81,8 @@ def _ours(batch):
     import numpy as np
 
     from ptycho.config import ModelConfig
-    from ptycho.model import adapt_input_normalization, build_conv_stack, create_model_with_gridsize, default_jit_compile
+    from ptycho.model import (adapt_input_normalization, build_conv_stack, create_model_with_gridsize,
+                              default_jit_compile, get_conv_dtype)
 
     X, pos, s = batch["X"], batch["positions"], float(batch["scale"])
     ae, d2o = create_model_with_gridsize(GRIDSIZE, N, probe=batch["probe"], intensity_scale=s, seed=0)
@@ -92,7 +98,7 @@ def _ours(batch):
         "train": lambda: ae.train_on_batch(inputs, targets),
         "infer": lambda: d2o.predict_on_batch(inputs),
         "conv": lambda: stack.train_on_batch(features, logits),
-    }
+    }, {"conv_dtype": get_conv_dtype(ae)}
 
 
 def _peer(batch):
@@ -119,7 +125,7 @@ def _peer(batch):
         "train": lambda: ae.train_on_batch(inputs, targets),
         "infer": lambda: d2o.predict_on_batch(inputs),
         "conv": lambda: stack.train_on_batch(noise, zeros),
-    }
+    }, {}
 
 
 def worker(kind: str, batch_path: str) -> None:
@@ -130,10 +136,10 @@ def worker(kind: str, batch_path: str) -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     batch = dict(np.load(batch_path))
-    ops = _ours(batch) if kind == "ours" else _peer(batch)
+    ops, info = _ours(batch) if kind == "ours" else _peer(batch)
     for fn in ops.values():
         _timed(fn, WARMUP)
-    print("ready", file=protocol, flush=True)
+    print("ready", json.dumps(info), file=protocol, flush=True)
     for line in sys.stdin:
         op, steps = line.split()
         print(json.dumps(_timed(ops[op], int(steps))), file=protocol, flush=True)
@@ -147,10 +153,11 @@ class Worker:
         self.kind = kind
         self.proc = subprocess.Popen([python, os.path.abspath(__file__), "--worker", kind, batch_path],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        line = self.proc.stdout.readline().strip()
-        if line != "ready":
+        word, _, info = self.proc.stdout.readline().strip().partition(" ")
+        if word != "ready":
             self.proc.kill()
             raise RuntimeError(f"{kind} worker failed to start (exit {self.proc.wait()}); see its stderr above")
+        self.info = json.loads(info)
 
     def time(self, op: str, steps: int) -> list[float]:
         self.proc.stdin.write(f"{op} {steps}\n")
@@ -184,6 +191,7 @@ def main() -> dict:
         for _ in range(STEPS // ROUND):
             for op in OPS:
                 for w in workers:
+                    time.sleep(SETTLE_S)
                     times[(w.kind, op)] += w.time(op, ROUND)
         for w in workers:
             w.close()
@@ -205,6 +213,7 @@ def main() -> dict:
     result["infer_ratio"] = ratio(result["ours_infer_groups_per_s"], result["peer_infer_groups_per_s"])
     result["physics_overhead"] = ratio(result["ours_conv_groups_per_s"], result["ours_train_groups_per_s"])
     result["peer_physics_overhead"] = ratio(result["peer_conv_groups_per_s"], result["peer_train_groups_per_s"])
+    result["ours_conv_dtype"] = workers[0].info["conv_dtype"]
     result["cpus"] = os.cpu_count()
     return result
 

@@ -1,7 +1,7 @@
 """Benchmark translate_xla against ImageProjectiveTransformV3 and tf.roll; prints one JSON line.
 
 All timings come from this one run, on (256, 64, 64, 1) tensors with shifts uniform in [-10, 10]:
-median wall-clock ms per call (after warm-up) of translate_xla (jit) for float32 and complex64, of the
+median wall-clock ms per call (after warm-up; the operations take turns, ROUND calls each) of translate_xla (jit) for float32 and complex64, of the
 native op (float32) and of ``tf.roll`` (XLA-compiled, static shift: the memory-traffic floor).
 TF thread settings are left at their defaults and reported.
 """
@@ -22,18 +22,23 @@ from ptycho.projective_warp_xla import translate_xla  # noqa: E402
 SHAPE = (256, 64, 64, 1)
 N_CALLS = 50
 N_WARMUP = 5
+ROUND = 10
 
 
-def median_ms(fn, *args):
-    """Median wall time in ms of ``fn(*args)`` (result materialised) over N_CALLS calls."""
-    for _ in range(N_WARMUP):
-        fn(*args).numpy()
-    times = []
-    for _ in range(N_CALLS):
-        t0 = time.perf_counter()
-        fn(*args).numpy()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+def interleaved_median_ms(calls: dict) -> dict:
+    """Median wall time in ms of each zero-argument call (result materialised), N_CALLS each, taken in rounds
+    of ROUND calls per operation in turn so that load drift during the run hits every operation alike."""
+    for fn in calls.values():
+        for _ in range(N_WARMUP):
+            fn().numpy()
+    times = {name: [] for name in calls}
+    for _ in range(N_CALLS // ROUND):
+        for name, fn in calls.items():
+            for _ in range(ROUND):
+                t0 = time.perf_counter()
+                fn().numpy()
+                times[name].append(time.perf_counter() - t0)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
 def native(images, shifts):
@@ -51,12 +56,12 @@ def main():
     cplx = tf.complex(real, tf.constant(rng.standard_normal(SHAPE).astype(np.float32)))
     shifts = tf.constant(rng.uniform(-10, 10, (SHAPE[0], 2)).astype(np.float32))
     roll = tf.function(lambda x: tf.roll(x, shift=[3, -5], axis=[1, 2]), jit_compile=True)
-    ms = {
-        "translate_xla_float32_ms": median_ms(translate_xla, real, shifts),
-        "translate_xla_complex64_ms": median_ms(translate_xla, cplx, shifts),
-        "native_float32_ms": median_ms(native, real, shifts),
-        "roll_float32_ms": median_ms(roll, real),
-    }
+    ms = interleaved_median_ms({
+        "translate_xla_float32_ms": lambda: translate_xla(real, shifts),
+        "translate_xla_complex64_ms": lambda: translate_xla(cplx, shifts),
+        "native_float32_ms": lambda: native(real, shifts),
+        "roll_float32_ms": lambda: roll(real),
+    })
     f32 = ms["translate_xla_float32_ms"]
     result = {
         "benchmark": "translate",

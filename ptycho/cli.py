@@ -294,7 +294,8 @@ def _train_and_write(workflow, dataset, config, args, targets: Sequence[Path], p
             "batch_size": config.batch_size, "learning_rate": config.learning_rate, "seed": args.seed,
             "n_groups": dataset.n_groups, "nphotons": dataset.nphotons})
     summary = {k: v for k, v in trained.history.items() if not isinstance(v, list)}
-    log.info("done: %s", json.dumps({k: v for k, v in summary.items() if v is None or math.isfinite(v)}))
+    log.info("done: %s", json.dumps({k: v for k, v in summary.items()
+                                     if not isinstance(v, (int, float)) or math.isfinite(v)}))
 
 
 def _run_logged(log: logging.Logger, job: Callable[[], None]) -> None:

@@ -64,6 +64,9 @@ class ModelConfig:
     patch and its decoders get centre-cropped encoder skips, ledger HOLOGRAPHIC-INPUT-001) or 'reference'
     (SPEC §4 exactly: 2,252,026 / 2,257,000 trainable parameters at N=64, gridsize 1 / 2, with
     ``input_normalization='none'``).
+    ``conv_dtype``: the compute precision of the convolution stack, 'float32' or 'bfloat16' (weights,
+    logits and all of the physics stay float32 / complex64); None (default) means bfloat16 where the device
+    multiplies it natively and float32 elsewhere (``ptycho.model.default_conv_dtype``, ledger BF16-CONV-001).
     """
 
     N: int = 64
@@ -79,11 +82,13 @@ class ModelConfig:
     intensity_scale_trainable: bool = False
     input_normalization: str = "standardize"
     architecture: str = "unet"
+    conv_dtype: Optional[str] = None
 
     def __post_init__(self) -> None:
         _validate_patch_size(self)
         _require_choice(self, "input_normalization", ("standardize", "none"))
         _require_choice(self, "architecture", ("unet", "reference"))
+        _require_choice(self, "conv_dtype", (None, "float32", "bfloat16"))
         _require_int(self, "n_filters_scale", 1)
         _require_int(self, "offset", 0)
         _require_int(self, "max_position_jitter", 0)

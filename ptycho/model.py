@@ -405,44 +405,46 @@ class _SeededInit:
         return keras.initializers.GlorotUniform(seed=int(self._seeds.spawn(1)[0].generate_state(1)[0] >> 1))
 
 
-def _conv(filters: int, name: str, init: _SeededInit, activation: Optional[str] = "relu") -> keras.layers.Conv2D:
+def _conv(filters: int, name: str, init: _SeededInit, activation: Optional[str] = "relu",
+          dtype: str = "float32") -> keras.layers.Conv2D:
     return keras.layers.Conv2D(filters, 3, padding="same", activation=activation, name=name,
-                               kernel_initializer=init())
+                               kernel_initializer=init(), dtype=dtype)
 
 
-def _encoder(x, filters: tuple[int, ...], init: _SeededInit):
+def _encoder(x, filters: tuple[int, ...], init: _SeededInit, dtype: str):
     """Conv blocks with max pooling; returns the bottleneck and each block's pre-pool features."""
     levels = []
     for i, f in enumerate(filters):
-        x = _conv(f, f"enc{i}_conv_a", init)(x)
-        x = _conv(f, f"enc{i}_conv_b", init)(x)
+        x = _conv(f, f"enc{i}_conv_a", init, dtype=dtype)(x)
+        x = _conv(f, f"enc{i}_conv_b", init, dtype=dtype)(x)
         levels.append(x)
-        x = keras.layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"enc{i}_pool", dtype=dtype)(x)
     return x, levels
 
 
-def _skip_for(levels, side: int, prefix: str, i: int):
+def _skip_for(levels, side: int, prefix: str, i: int, dtype: str):
     """The encoder level twice ``side`` wide (the whole N×N patch at the scale of the decoder's N/2 window),
     centre-cropped to side × side, so decoder and skip features cover the same object pixels."""
     level = next(f for f in levels if f.shape[1] == 2 * side)
     margin = side // 2
-    return keras.layers.Cropping2D(margin, name=f"{prefix}{i}_skip_crop")(level)
+    return keras.layers.Cropping2D(margin, name=f"{prefix}{i}_skip_crop", dtype=dtype)(level)
 
 
-def _decoder(x, filters: tuple[int, ...], C: int, prefix: str, init: _SeededInit, levels=None):
+def _decoder(x, filters: tuple[int, ...], C: int, prefix: str, init: _SeededInit, dtype: str, levels=None):
     """Conv blocks with upsampling to N/2 × N/2, then C logits from the first 60 features.
 
     With ``levels`` (encoder features; the 'unet' architecture) each upsampled block is concatenated with
     the matching centre-cropped encoder level (U-Net skip connections).
     """
     for i, f in enumerate(filters):
-        x = _conv(f, f"{prefix}{i}_conv_a", init)(x)
-        x = _conv(f, f"{prefix}{i}_conv_b", init)(x)
-        x = keras.layers.UpSampling2D(2, name=f"{prefix}{i}_up")(x)
+        x = _conv(f, f"{prefix}{i}_conv_a", init, dtype=dtype)(x)
+        x = _conv(f, f"{prefix}{i}_conv_b", init, dtype=dtype)(x)
+        x = keras.layers.UpSampling2D(2, name=f"{prefix}{i}_up", dtype=dtype)(x)
         if levels is not None:
-            skip = _skip_for(levels, x.shape[1], prefix, i)
-            x = keras.layers.Concatenate(name=f"{prefix}{i}_skip")([x, skip])
-    x = FirstChannels(min(60, x.shape[-1]), name=f"{prefix}_first_features")(x)
+            skip = _skip_for(levels, x.shape[1], prefix, i, dtype)
+            x = keras.layers.Concatenate(name=f"{prefix}{i}_skip", dtype=dtype)([x, skip])
+    x = FirstChannels(min(60, x.shape[-1]), name=f"{prefix}_first_features", dtype=dtype)(x)
+    # The logits (cheap: C filters) are computed in float32 from the block features.
     return _conv(C, f"{prefix}_logits", init, activation=None)(x)
 
 
@@ -496,8 +498,8 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
                                intensity_scale_trainable: Optional[bool] = None, nphotons: Optional[float] = None,
                                nll_weight: Optional[float] = None, mae_weight: Optional[float] = None,
                                learning_rate: Optional[float] = None, input_normalization: Optional[str] = None,
-                               architecture: Optional[str] = None, jit_compile: Optional[bool] = None,
-                               seed: int = 0):
+                               architecture: Optional[str] = None, conv_dtype: Optional[str] = None,
+                               jit_compile: Optional[bool] = None, seed: int = 0):
     """Build ``(autoencoder, diffraction_to_obj)`` for patches of N×N pixels and gridsize² channels.
 
     Each setting comes from its keyword argument, else from ``params.cfg`` where a legacy script set it,
@@ -509,7 +511,8 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
     standardiser whose statistics ``train`` estimates from the training data on first use (or call
     ``adapt_input_normalization``); 'none' feeds x = d/s. ``architecture`` 'unet' (default) adds the
     holographic input estimate and U-Net skips; 'reference' with ``input_normalization='none'`` builds the
-    SPEC §4 network exactly.
+    SPEC §4 network exactly. ``conv_dtype`` 'float32' / 'bfloat16' sets the convolution stack's compute
+    precision; None means bfloat16 where the device computes it natively (:func:`default_conv_dtype`).
 
     Returns two Keras models sharing weights. Inputs: ``diffraction`` (B, N, N, C) float32 = s·X and
     ``positions`` (B, 1, 2, C) float32 = coords_relative. Outputs: object (B, N, N, 1) complex64,
@@ -529,6 +532,7 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
                                               "intensity_scale.trainable"),
         "input_normalization": _resolve("input_normalization", input_normalization),
         "architecture": _resolve("architecture", architecture),
+        "conv_dtype": resolve_conv_dtype(_resolve("conv_dtype", conv_dtype)),
     }
     config = ModelConfig(N=N, gridsize=gridsize,
                          **{k: (getattr(defaults, k) if v is None else v) for k, v in values.items()})
@@ -555,12 +559,17 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
 
 
 def _conv_stack(x, config: ModelConfig, init: _SeededInit):
-    """Encoder and the two decoders: features (B, N, N, K) -> amplitude and phase logits (B, N/2, N/2, C)."""
-    features, levels = _encoder(x, encoder_filters(config.N, config.n_filters_scale), init)
+    """Encoder and the two decoders: features (B, N, N, K) -> amplitude and phase logits (B, N/2, N/2, C).
+
+    The blocks compute in ``resolve_conv_dtype(config.conv_dtype)`` (Keras' 'mixed_bfloat16' policy for
+    bfloat16: float32 weights, bfloat16 arithmetic); the logits layers and everything after are float32.
+    """
+    dtype = _KERAS_POLICY[resolve_conv_dtype(config.conv_dtype)]
+    features, levels = _encoder(x, encoder_filters(config.N, config.n_filters_scale), init, dtype)
     dec = decoder_filters(config.N, config.n_filters_scale)
     skips = levels if config.architecture == "unet" else None
-    return (_decoder(features, dec, config.C, "dec_amp", init, skips),
-            _decoder(features, dec, config.C, "dec_phase", init, skips))
+    return (_decoder(features, dec, config.C, "dec_amp", init, dtype, skips),
+            _decoder(features, dec, config.C, "dec_phase", init, dtype, skips))
 
 
 def build_conv_stack(config: ModelConfig, seed: int = 0) -> keras.Model:
@@ -618,6 +627,49 @@ def default_jit_compile() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+_KERAS_POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+#: CPU flags (Linux /proc/cpuinfo) of native bfloat16 dot products, which oneDNN's convolutions use.
+_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset:
+    """The CPU's feature flags from /proc/cpuinfo; empty where that file does not exist (not Linux)."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def default_conv_dtype() -> str:
+    """The convolution stack's default precision: 'bfloat16' where the device computes it natively (a GPU of
+    compute capability >= 8.0, or a CPU with AVX-512 BF16 / AMX under TF's oneDNN kernels), else 'float32'.
+
+    Where bfloat16 is only emulated it is slower than float32, so it is never the default there
+    (ledger BF16-CONV-001).
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+        return "bfloat16" if capability and tuple(capability) >= (8, 0) else "float32"
+    from tensorflow.python.util import _pywrap_util_port
+
+    return "bfloat16" if _pywrap_util_port.IsMklEnabled() and _cpu_flags() & _BF16_CPU_FLAGS else "float32"
+
+
+def resolve_conv_dtype(conv_dtype: Optional[str]) -> str:
+    """``conv_dtype`` as given ('float32' / 'bfloat16'), or :func:`default_conv_dtype` for None."""
+    if conv_dtype is None:
+        return default_conv_dtype()
+    if conv_dtype not in _KERAS_POLICY:
+        raise ValueError(f"conv_dtype: must be 'float32', 'bfloat16' or None (bfloat16 where the device "
+                         f"computes it natively), got {conv_dtype!r}")
+    return conv_dtype
+
+
 def resolve_jit_compile(jit_compile: Optional[bool]) -> bool:
     """``jit_compile`` as given (True / False), or :func:`default_jit_compile` for None."""
     if jit_compile is None:
@@ -671,6 +723,12 @@ def adapt_input_normalization(model: keras.Model, amplitudes: np.ndarray, force:
 def get_intensity_scale(model: keras.Model) -> float:
     """The intensity scale s of a model built by this module."""
     return float(np.exp(model.get_layer("intensity_scale").log_scale.numpy()))
+
+
+def get_conv_dtype(model: keras.Model) -> str:
+    """The compute precision of a model's convolution stack: 'float32' or 'bfloat16'."""
+    policy = model.get_layer("enc0_conv_a").dtype_policy.compute_dtype
+    return "bfloat16" if policy == "bfloat16" else "float32"
 
 
 def get_probe(model: keras.Model) -> np.ndarray:

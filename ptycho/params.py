@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "intensity_scale.trainable": False,
     "input_normalization": "standardize",
     "architecture": "unet",
+    "conv_dtype": None,
     "nphotons": 1e9,
     "nll_weight": 1.0,
     "mae_weight": 0.0,

@@ -97,21 +97,26 @@ def _row_taps(d, n, interpolation):
     """Interpolation taps along one axis: a list of ``(index (B, n) int32, weight (B, n))``.
 
     Output index ``j`` of image ``b`` reads source ``j - d[b]``; a tap outside ``[0, n)`` gets weight 0
-    (its index is clamped so the gather stays in bounds).
+    (its index is clamped so the gather stays in bounds). Bilinear taps are ``j + k[b]`` and ``j + k[b] + 1``
+    with ``k = floor(-d)`` and weights ``1 - f``, ``f`` for ``f = -d - k``: one integer offset and one
+    fraction per image, so the per-element work is an integer add and a bounds test (computing
+    ``floor(j - d)`` per element made the fused XLA kernel 1.45× slower, ledger TRANSLATE-KERNEL-001).
     """
-    src = tf.range(n, dtype=d.dtype)[None, :] - d[:, None]
+    n_real = tf.cast(n, d.dtype)
     if interpolation == "bilinear":
-        floor = tf.floor(src)
-        frac = src - floor
-        pairs = [(floor, 1.0 - frac), (floor + 1.0, frac)]
+        k = tf.floor(-d)
+        frac = -d - k
+        # Offsets beyond ±(n+1) put every tap outside; clamping first keeps the int32 cast in range.
+        start = tf.range(n)[None, :] + tf.cast(tf.clip_by_value(k, -n_real - 1.0, n_real), tf.int32)[:, None]
+        pairs = [(start, 1.0 - frac), (start + 1, frac)]
     else:
-        pairs = [(_round_half_away(src), tf.ones_like(src))]
+        src = _round_half_away(tf.range(n_real)[None, :] - d[:, None])
+        pairs = [(tf.cast(tf.clip_by_value(src, -1.0, n_real), tf.int32), tf.ones_like(d))]
     taps = []
-    for pos, weight in pairs:
-        idx = tf.cast(tf.clip_by_value(pos, -1.0, float(n) if isinstance(n, int) else tf.cast(n, d.dtype)),
-                      tf.int32)
+    for idx, weight in pairs:
         inside = tf.logical_and(idx >= 0, idx < n)
-        taps.append((tf.clip_by_value(idx, 0, n - 1), weight * tf.cast(inside, d.dtype)))
+        weight = weight[:, None]
+        taps.append((tf.clip_by_value(idx, 0, n - 1), tf.where(inside, weight, tf.zeros_like(weight))))
     return taps
 
 

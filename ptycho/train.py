@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from ptycho.config import TrainingConfig
 from ptycho.data import PtychoDataset
-from ptycho.model import adapt_input_normalization, compile_autoencoder, get_intensity_scale, resolve_jit_compile
+from ptycho.model import (adapt_input_normalization, compile_autoencoder, get_conv_dtype, get_intensity_scale,
+                          resolve_jit_compile)
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     """Train ``autoencoder`` on ``dataset`` without ground truth; return the history dict.
 
     The model is (re)compiled for ``config.loss`` ('nll': Poisson NLL on intensity; 'mae': MAE on amplitude)
-    with Adam(``config.learning_rate``) and XLA as ``config.jit_compile`` says (recorded as ``jit_compile``). Its inputs are s·X with s the
-    model's own intensity scale. History (per-epoch lists plus ``epochs_run``) is written atomically as JSON
+    with Adam(``config.learning_rate``) and XLA as ``config.jit_compile`` says (recorded as ``jit_compile``, with
+    the convolution precision as ``conv_dtype``). Its inputs are s·X with s the model's own intensity scale. History (per-epoch lists plus ``epochs_run``) is written atomically as JSON
     to ``history_path`` when given.
     """
     if not isinstance(config, TrainingConfig):
@@ -122,6 +123,7 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     history["epochs_run"] = len(history.get("loss", []))
     history["input_statistics_adapted"] = bool(adapted)
     history["jit_compile"] = jit_compile
+    history["conv_dtype"] = get_conv_dtype(autoencoder)
     history["wall_time_s"] = time.perf_counter() - start
     if history_path is not None:
         write_json_atomic(history_path, history)

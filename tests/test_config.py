@@ -21,6 +21,8 @@ def test_model_config_padded_size_default():
     ({"padded_size": 60}, "padded_size"),  # P < N
     ({"probe_scale": -1.0}, "probe_scale"),
     ({"object_amplitude_max": float("nan")}, "object_amplitude_max"),
+    ({"conv_dtype": "float16"}, "conv_dtype"),
+    ({"conv_dtype": "mixed_bfloat16"}, "conv_dtype"),
 ])
 def test_model_config_rejects(kwargs, field):
     with pytest.raises(ValueError, match=rf"ModelConfig\.{field}"):

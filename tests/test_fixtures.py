@@ -148,13 +148,21 @@ def test_legacy_diff3d_file_loads_with_its_ground_truth():
 # --------------------------------------------------------------------------------------------------
 # the frozen model archive: SPEC §7 back-compatibility
 
+#: How far today's predictions of the v1 archive may be from the stored ones, as a fraction of their scale. It was
+#: 1e-6 (bit for bit up to summation order) until the translation kernel computed its bilinear weights from
+#: floor(-d) instead of float32(j - d): the v1 kernel's weights carried that rounding, up to 3.4e-6 of scale
+#: against float64 (the new kernel's error is 1.1e-7), and the v1 predictions carry it too (1.4e-6 measured;
+#: ledger TRANSLATE-KERNEL-002). Any loading defect (weights, scale, probe, architecture) is orders larger.
+FROZEN_V1_TOLERANCE = 5e-6
+
+
 @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 def test_frozen_model_archive_loads_and_predicts_as_when_it_was_written():
-    """An archive written by an earlier version must keep loading and give the same predictions to 1e-6.
+    """An archive written by an earlier version must keep loading and give the same predictions.
 
     The stored predictions came from the factory's XLA-compiled model; ``load_model(compile=True)`` restores
-    ``jit_compile`` and reproduces them bit for bit here (ledger FROZEN-ARCHIVE-001). If this fails after a
-    deliberate format change, add a versioned loader and a frozen_model_v2/ fixture; never regenerate v1.
+    ``jit_compile`` and reproduces them to ``FROZEN_V1_TOLERANCE`` here (ledger FROZEN-ARCHIVE-001). If this fails
+    after a deliberate format change, add a versioned loader and a frozen_model_v2/ fixture; never regenerate v1.
     """
     from ptycho import persistence
     from ptycho.model import get_intensity_scale
@@ -169,12 +177,13 @@ def test_frozen_model_archive_loads_and_predicts_as_when_it_was_written():
     assert np.std(np.abs(io["object"])) > 1e-3  # the stored predictions are not trivially constant
     inputs = [io["diffraction"], io["positions"]]
     obj, amplitude, intensity = autoencoder.predict(inputs, batch_size=4, verbose=0)
-    assert_close_to_scale(obj, io["object"], err_msg="object")
-    assert_close_to_scale(amplitude, io["amplitude"], err_msg="amplitude")
-    assert_close_to_scale(intensity, io["intensity"], err_msg="intensity")
+    tolerance = FROZEN_V1_TOLERANCE
+    assert_close_to_scale(obj, io["object"], rel=tolerance, err_msg="object")
+    assert_close_to_scale(amplitude, io["amplitude"], rel=tolerance, err_msg="amplitude")
+    assert_close_to_scale(intensity, io["intensity"], rel=tolerance, err_msg="intensity")
     diffraction_to_obj.compile(jit_compile=True)
     assert_close_to_scale(diffraction_to_obj.predict(inputs, batch_size=4, verbose=0), io["object"],
-                          err_msg="diffraction_to_obj")
+                          rel=tolerance, err_msg="diffraction_to_obj")
 
 
 def test_frozen_model_archive_without_xla_agrees_to_1e5():

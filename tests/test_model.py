@@ -421,6 +421,67 @@ def test_factory_compiles_both_models_with_the_resolved_jit_setting(monkeypatch)
     assert ae.jit_compile is True and d2o.jit_compile is True
 
 
+def test_conv_dtype_default_is_bfloat16_only_where_the_device_computes_it_natively(monkeypatch):
+    """BF16-CONV-001: None means bfloat16 on a GPU of compute capability >= 8 or a oneDNN CPU with AVX-512 BF16 or
+    AMX, float32 everywhere else (where bfloat16 is emulated, it is slower); explicit values win."""
+    import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
+
+    cpu_only = lambda kind=None: [] if kind == "GPU" else ["cpu"]  # noqa: E731
+    monkeypatch.setattr(tf.config, "list_physical_devices", cpu_only)
+    monkeypatch.setattr(_pywrap_util_port, "IsMklEnabled", lambda: True)
+    for flags, expected in [({"avx512f", "avx512_bf16"}, "bfloat16"), ({"amx_bf16"}, "bfloat16"),
+                            ({"avx512f", "avx2", "fma"}, "float32"), (set(), "float32")]:
+        monkeypatch.setattr(ptycho_model, "_cpu_flags", lambda flags=flags: frozenset(flags))
+        assert ptycho_model.resolve_conv_dtype(None) == expected, flags
+    monkeypatch.setattr(_pywrap_util_port, "IsMklEnabled", lambda: False)  # TF's own kernels: no native bf16
+    assert ptycho_model.resolve_conv_dtype(None) == "float32"
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu:0"])
+    for details, expected in [({"compute_capability": (8, 0)}, "bfloat16"), ({"compute_capability": (9, 0)}, "bfloat16"),
+                              ({"compute_capability": (7, 5)}, "float32"), ({}, "float32")]:
+        monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda device, d=details: d)
+        assert ptycho_model.resolve_conv_dtype(None) == expected, details
+    assert ptycho_model.resolve_conv_dtype("float32") == "float32"
+    assert ptycho_model.resolve_conv_dtype("bfloat16") == "bfloat16"
+    with pytest.raises(ValueError, match="conv_dtype: must be 'float32', 'bfloat16' or None"):
+        ptycho_model.resolve_conv_dtype("float16")
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: x\nflags\t\t: fpu avx512f avx512_bf16\n\nprocessor\t: 1\n")
+    assert ptycho_model._cpu_flags(str(cpuinfo)) == frozenset({"fpu", "avx512f", "avx512_bf16"})
+    assert ptycho_model._cpu_flags(str(tmp_path / "absent")) == frozenset()
+
+
+def test_bfloat16_conv_stack_keeps_logits_and_physics_float32_and_round_trips(tmp_path):
+    """bfloat16 is the compute dtype of the conv blocks only: weights, logits and the physics stay float32 /
+    complex64; outputs differ from float32 by bfloat16 round-off (not zero, not more); an archive keeps it."""
+    from ptycho.persistence import load_model, save_model
+
+    build = dict(gridsize=2, N=32, intensity_scale=17.0, n_filters_scale=1, seed=5, jit_compile=False)
+    ae, d2o = create_model_with_gridsize(conv_dtype="bfloat16", **build)
+    ae32, _ = create_model_with_gridsize(conv_dtype="float32", **build)
+    policies = {layer.name: layer.dtype_policy.name for layer in ae.layers}
+    blocks = [name for name in policies if name.startswith(("enc", "dec")) and not name.endswith("_logits")]
+    assert len(blocks) > 10 and {policies[name] for name in blocks} == {"mixed_bfloat16"}
+    assert {name for name, policy in policies.items() if policy != "float32"} == set(blocks)
+    assert ptycho_model.get_conv_dtype(ae) == "bfloat16" and ptycho_model.get_conv_dtype(ae32) == "float32"
+    assert all(w.dtype == "float32" for w in ae.weights)
+    inputs = _inputs(np.random.default_rng(6), 3, 32, 4)
+    outputs, outputs32 = ae.predict(inputs, verbose=0), ae32.predict(inputs, verbose=0)
+    assert [o.dtype for o in outputs] == [np.complex64, np.float32, np.float32]
+    for got, want in zip(outputs, outputs32):
+        difference = np.max(np.abs(got - want)) / np.max(np.abs(want))
+        assert 1e-5 < difference < 3e-2, difference
+    path = tmp_path / "wts.h5.zip"
+    save_model(str(path), ae, d2o, metadata={"N": 32, "gridsize": 2, "intensity_scale": 17.0})
+    ae2, _, _ = load_model(str(path))
+    assert ptycho_model.get_conv_dtype(ae2) == "bfloat16"
+    for got, want in zip(ae2.predict(inputs, verbose=0), outputs):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_conv_stack_is_the_models_convolutions_alone():
     """PEER-BENCH-001: the benchmark's cost model has the model's conv layers, weights and outputs exactly."""
     from ptycho.config import ModelConfig

@@ -39,15 +39,15 @@ def test_pipeline_targets_are_scaled_amplitude_and_counts(small_dataset):
     assert shapes == [4, 4]
 
 
-@pytest.mark.parametrize("loss", ["nll", "mae"])
-def test_train_lowers_the_loss_and_writes_history(small_dataset, tmp_path, loss):
-    ae, _ = create_model_with_gridsize(2, 64, probe=small_dataset.probe,
-                                       intensity_scale=small_dataset.intensity_scale, seed=0, jit_compile=False)
+@pytest.mark.parametrize("loss, conv_dtype", [("nll", "bfloat16"), ("mae", "float32")])
+def test_train_lowers_the_loss_and_writes_history(small_dataset, tmp_path, loss, conv_dtype):
+    ae, _ = create_model_with_gridsize(2, 64, probe=small_dataset.probe, intensity_scale=small_dataset.intensity_scale,
+                                       seed=0, jit_compile=False, conv_dtype=conv_dtype)
     path = tmp_path / "history.json"
     config = TrainingConfig(nepochs=3, batch_size=8, loss=loss, jit_compile=False, verbose=0,
                             early_stopping_patience=10)
     history = train(ae, small_dataset, config, history_path=str(path))
-    assert history["epochs_run"] == 3
+    assert history["epochs_run"] == 3 and history["conv_dtype"] == conv_dtype and history["jit_compile"] is False
     assert history["loss"][-1] < history["loss"][0]
     assert len(history["val_loss"]) == 3 and all(np.isfinite(history["val_loss"]))
     assert json.loads(path.read_text()) == history

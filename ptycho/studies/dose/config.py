@@ -189,8 +189,11 @@ class StudyConfig:
     def arm_fingerprint(self, arm: str) -> dict[str, Any]:
         """Everything that determines ``arm``'s outputs; stored outputs are reused only if it matches.
 
-        ``test_ssim`` is left out: monitoring adds to the history but does not change what is trained.
+        ``test_ssim`` is left out: monitoring adds to the history but does not change what is trained. The
+        convolution precision is the one this machine's models get (``default_conv_dtype``).
         """
+        from ptycho.model import default_conv_dtype
+
         nphotons, loss = ARMS[arm]
         return {
             "format": OUTPUT_FORMAT_VERSION, "arm": arm, "nphotons": nphotons, "loss": loss,
@@ -199,6 +202,7 @@ class StudyConfig:
             "object_size": self.object_size, "nlines": self.nlines, "buffer": float(self.buffer),
             "stitch_M": self.stitch_M, "validation_split": VALIDATION_SPLIT,
             "probe_defocus": float(self.probe_defocus), **self.model_options(),
+            "conv_dtype": default_conv_dtype(),
         }
 
     def as_dict(self) -> dict[str, Any]:
