@@ -100,7 +100,8 @@ def _row_taps(d, n, interpolation):
     (its index is clamped so the gather stays in bounds). Bilinear taps are ``j + k[b]`` and ``j + k[b] + 1``
     with ``k = floor(-d)`` and weights ``1 - f``, ``f`` for ``f = -d - k``: one integer offset and one
     fraction per image, so the per-element work is an integer add and a bounds test (computing
-    ``floor(j - d)`` per element made the fused XLA kernel 1.45× slower, ledger TRANSLATE-KERNEL-001).
+    ``floor(j - d)`` per element made the fused XLA kernel 1.45× slower and rounded the weights, ledger
+    TRANSLATE-KERNEL-002).
     """
     n_real = tf.cast(n, d.dtype)
     if interpolation == "bilinear":

@@ -93,8 +93,8 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
 
     The model is (re)compiled for ``config.loss`` ('nll': Poisson NLL on intensity; 'mae': MAE on amplitude)
     with Adam(``config.learning_rate``) and XLA as ``config.jit_compile`` says (recorded as ``jit_compile``, with
-    the convolution precision as ``conv_dtype``). Its inputs are s·X with s the model's own intensity scale. History (per-epoch lists plus ``epochs_run``) is written atomically as JSON
-    to ``history_path`` when given.
+    the convolution precision as ``conv_dtype``). Its inputs are s·X with s the model's own intensity scale.
+    History (per-epoch lists plus ``epochs_run``) is written atomically as JSON to ``history_path`` when given.
     """
     if not isinstance(config, TrainingConfig):
         raise TypeError(f"config: expected TrainingConfig, got {type(config).__name__}")
