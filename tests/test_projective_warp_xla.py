@@ -243,6 +243,40 @@ def test_broadcast_translations_default_name_in_runtime_assertion():
         run(tf.zeros((5, 4, 4, 1)), tf.zeros((2, 2)))
 
 
+def _both_batches_unknown(images, shifts):
+    """translate_xla traced with B and Bt unknown: the run-time branch of the batch rule."""
+    run = tf.function(lambda x, s: translate_xla(x, s), input_signature=[tf.TensorSpec([None, 5, 4, 1]),
+                                                                         tf.TensorSpec([None, 2])])
+    return run(images, shifts).numpy()
+
+
+@pytest.mark.parametrize("b, bt", [(4, 1), (3, 1), (6, 3), (4, 4), (0, 3), (0, 0)])
+def test_runtime_batch_rule_accepts_what_the_static_rule_accepts_and_repeats_the_same(b, bt):
+    rng = np.random.default_rng(b * 10 + bt)
+    images = rng.standard_normal((b, 5, 4, 1)).astype(np.float32)
+    shifts = rng.uniform(-2, 2, (bt, 2)).astype(np.float32)
+    got = _both_batches_unknown(images, shifts)
+    assert got.shape == (b, 5, 4, 1)
+    np.testing.assert_allclose(got, translate_xla(images, shifts, use_jit=False).numpy(), atol=1e-6)
+    if b:
+        np.testing.assert_allclose(got, oracle(images, np.repeat(shifts, b // bt, 0)), atol=2e-5)
+
+
+@pytest.mark.parametrize("b, bt", [(5, 0), (5, 2), (2, 4)])
+def test_runtime_batch_rule_rejects_what_the_static_rule_rejects(b, bt):
+    with pytest.raises(ValueError, match="incompatible with translations batch size"):
+        translate_xla(np.zeros((b, 5, 4, 1), np.float32), np.zeros((bt, 2), np.float32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"translate_xla: images batch size B \(runtime\)"):
+        _both_batches_unknown(np.zeros((b, 5, 4, 1), np.float32), np.zeros((bt, 2), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.bool_])
+def test_non_real_translations_are_rejected_by_name(dtype):
+    with pytest.raises(ValueError, match=rf"^translate_xla: translations must be real numbers, got "
+                                         rf"{tf.as_dtype(dtype).name}$"):
+        translate_xla(np.zeros((2, 4, 4, 1), np.float32), np.zeros((2, 2), dtype))
+
+
 def test_runtime_image_batch_with_static_translation_batch_repeats_groups():
     """B unknown at trace time, Bt static (2): image i uses shift i // (B // Bt)."""
     shifts = tf.constant([[1.0, 0.0], [0.0, 2.0]])
