@@ -155,6 +155,10 @@ class TrainingConfig:
         _require_int(self, "seed", 0)
 
 
+#: Synthetic objects: amplitude-only lines and GRF, and a GRF in amplitude and phase (``ptycho.objects``).
+OBJECT_KINDS = ("lines", "grf", "grf_complex")
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """A synthetic data set (SPEC §3).
@@ -188,7 +192,7 @@ class SimulationConfig:
     def __post_init__(self) -> None:
         _validate_patch_size(self)
         _require_int(self, "object_size", 1)
-        _require_choice(self, "object_kind", ("lines", "grf"))
+        _require_choice(self, "object_kind", OBJECT_KINDS)
         _require_int(self, "nlines", 1)
         _require_int(self, "n_positions", 1)
         if self.n_groups is not None:

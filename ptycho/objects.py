@@ -11,6 +11,8 @@ from scipy.ndimage import gaussian_filter
 
 #: Peak |phase| (rad) of the optional smooth phase.
 PHASE_MAX = np.pi / 4
+#: Peak |phase| (rad) of ``complex_grf_object``'s phase field (a moderately strong phase object).
+COMPLEX_GRF_PHASE_MAX = np.pi / 3
 #: Blur widths (px) and weights of the lines object: img = sum_k w_k * gaussian_filter(lines, sigma_k).
 LINE_BLURS = ((1.0, 1.0), (5.0, 2.0), (10.0, 5.0))
 
@@ -104,3 +106,29 @@ def grf_object(size: int, rng: np.random.Generator | None = None, correlation_le
     if not np.isfinite(correlation_length) or correlation_length <= 0:
         raise ValueError(f"correlation_length: must be finite and > 0, got {correlation_length!r}")
     return _complex_object(_smooth_field(size, float(correlation_length), rng), phase, rng)
+
+
+def complex_grf_object(size: int, rng: np.random.Generator | None = None,
+                       correlation_length: float | None = None,
+                       phase_max: float = COMPLEX_GRF_PHASE_MAX) -> np.ndarray:
+    """Gaussian random field in amplitude *and* phase, at the same correlation length.
+
+    Amplitude: a GRF normalised to [0.5, 1.5]; phase: an independent GRF of the same correlation length
+    (default size/32 px, at least 1) normalised to [-phase_max, phase_max] rad. Unlike ``grf_object(phase=
+    True)``, whose phase is a slow ramp (size/8), the phase carries as much fine structure as the amplitude.
+
+    Returns
+    -------
+    (size, size) complex64.
+    """
+    size = _check_positive_int("size", size)
+    rng = _check_rng(rng)
+    if correlation_length is None:
+        correlation_length = max(size / 32.0, 1.0)
+    if not np.isfinite(correlation_length) or correlation_length <= 0:
+        raise ValueError(f"correlation_length: must be finite and > 0, got {correlation_length!r}")
+    if not np.isfinite(phase_max) or not 0 < phase_max <= np.pi:
+        raise ValueError(f"phase_max: must be in (0, pi] rad, got {phase_max!r}")
+    amp = _to_unit_range(_smooth_field(size, float(correlation_length), rng), 0.5, 1.5)
+    phi = _to_unit_range(_smooth_field(size, float(correlation_length), rng), -phase_max, phase_max)
+    return (amp * np.exp(1j * phi)).astype(np.complex64)

@@ -61,6 +61,8 @@ def grid_positions(n: int, object_size: float, buffer: float, step: float):
 def _make_object(config: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
     if config.object_kind == "lines":
         return objects.lines_object(config.object_size, config.nlines, rng)
+    if config.object_kind == "grf_complex":
+        return objects.complex_grf_object(config.object_size, rng)
     return objects.grf_object(config.object_size, rng)
 
 
