@@ -70,3 +70,34 @@ def test_grf_object_range_and_correlation_length():
 def test_objects_reject_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_complex_grf_has_structure_in_amplitude_and_phase():
+    from ptycho.objects import COMPLEX_GRF_PHASE_MAX, complex_grf_object
+
+    obj = complex_grf_object(64, np.random.default_rng(0))
+    assert obj.shape == (64, 64) and obj.dtype == np.complex64
+    amp, phase = np.abs(obj), np.angle(obj)
+    assert amp.min() == pytest.approx(0.5, abs=1e-5) and amp.max() == pytest.approx(1.5, abs=1e-5)
+    assert phase.min() == pytest.approx(-COMPLEX_GRF_PHASE_MAX, abs=1e-5)
+    assert phase.max() == pytest.approx(COMPLEX_GRF_PHASE_MAX, abs=1e-5)
+    # Same correlation length in both: neighbouring pixels correlate alike, and the two fields are independent.
+    corr = lambda f: np.corrcoef(f[:, :-4].ravel(), f[:, 4:].ravel())[0, 1]  # noqa: E731
+    assert abs(corr(amp) - corr(phase)) < 0.2
+    assert abs(np.corrcoef(amp.ravel(), phase.ravel())[0, 1]) < 0.3
+    np.testing.assert_array_equal(obj, complex_grf_object(64, np.random.default_rng(0)))
+
+
+def test_complex_grf_rejects_a_bad_phase_range():
+    from ptycho.objects import complex_grf_object
+
+    with pytest.raises(ValueError, match="phase_max"):
+        complex_grf_object(16, np.random.default_rng(0), phase_max=4.0)
+
+
+def test_simulation_config_offers_the_complex_grf():
+    from ptycho.config import SimulationConfig
+    from ptycho.simulate import simulate_dataset
+
+    data = simulate_dataset(SimulationConfig(N=32, object_size=64, buffer=16, n_positions=8, object_kind="grf_complex"))
+    assert np.ptp(np.angle(data.obj)) > 1.0
