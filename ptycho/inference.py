@@ -10,14 +10,19 @@ import numpy as np
 from ptycho.data import PtychoDataset
 from ptycho.model import get_intensity_scale
 from ptycho.reconstruction import Reconstruction
-from ptycho.tf_helper import reassemble_position
+from ptycho.tf_helper import reassemble_position, stitch_weight_map, taper_window
 
 __all__ = ["Reconstruction", "reconstruct"]
 
 
-def reconstruct(diffraction_to_obj: keras.Model, dataset: PtychoDataset, M: int = 20,
+def reconstruct(diffraction_to_obj: keras.Model, dataset: PtychoDataset, M: int | str = 20,
                 batch_size: int = 64, intensity_scale: Optional[float] = None) -> Reconstruction:
     """Predict each group's object (B, N, N, 1) and stitch the central M×M windows at the group centroids.
+
+    ``M='auto'`` stitches the whole predicted window (N/2 × N/2) with a sin² taper (weighted overlap-add,
+    ``tf_helper.taper_window``): it covers every scanned pixel at real scan spacings and shows no seams
+    (ledger STITCH-TAPER-001); ``coverage`` then marks pixels whose summed weight is >= 5 % of one window's
+    peak. An int M keeps the plain stitch of SPEC §5 (M=20 by default).
 
     The model's inputs are s·X = sqrt(counts): s is ``intensity_scale`` when given (the scale of the
     data set being reconstructed, for data measured apart from the training set), else the model's own
@@ -30,8 +35,12 @@ def reconstruct(diffraction_to_obj: keras.Model, dataset: PtychoDataset, M: int 
     if tuple(dataset.X.shape[1:]) != expected:
         raise ValueError(f"dataset: grouped diffraction has shape {dataset.X.shape[1:]}, the model expects {expected}")
     N = expected[0]
-    if not (isinstance(M, int) and 0 < M <= N):
-        raise ValueError(f"M: must be an int in 1..N={N}, got {M!r}")
+    window = None
+    if M == "auto":
+        M = N // 2
+        window = taper_window(M)
+    if isinstance(M, bool) or not (isinstance(M, int) and 0 < M <= N):
+        raise ValueError(f"M: must be 'auto' or an int in 1..N={N}, got {M!r}")
     scale = get_intensity_scale(diffraction_to_obj) if intensity_scale is None else float(intensity_scale)
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"intensity_scale: must be a finite number > 0, got {intensity_scale!r}")
@@ -39,11 +48,17 @@ def reconstruct(diffraction_to_obj: keras.Model, dataset: PtychoDataset, M: int 
               "positions": np.asarray(dataset.coords_relative, np.float32)}
     patches = diffraction_to_obj.predict(inputs, batch_size=batch_size, verbose=0)
     offsets = np.asarray(dataset.coords_offsets, np.float32)
-    stitched = np.asarray(reassemble_position(patches, offsets, M=M))[..., 0]
-    ones = np.ones(patches.shape, np.complex64)
-    coverage = np.abs(np.asarray(reassemble_position(ones, offsets, M=M))[..., 0]) > 0.5
+    stitched = np.asarray(reassemble_position(patches, offsets, M=M, window=window))[..., 0]
+    coverage = _coverage(offsets, M, window)
     side = stitched.shape[0]
     centre = offsets.reshape(-1, 2).mean(axis=0)
     return Reconstruction(obj=stitched.astype(np.complex64), x0=float(centre[0]) - side // 2,
                           y0=float(centre[1]) - side // 2, coverage=coverage,
                           centroids=offsets.reshape(-1, 2).astype(np.float64))
+
+
+def _coverage(offsets: np.ndarray, M: int, window) -> np.ndarray:
+    """(S, S) bool: canvas pixels that some stitched window covers (summed weight >= 5 % of a window's peak)."""
+    weights = np.ones((M, M), np.float32) if window is None else window
+    summed = np.asarray(stitch_weight_map(offsets, M, window=weights))[..., 0]
+    return summed >= (0.5 if window is None else 0.05 * float(weights.max()))

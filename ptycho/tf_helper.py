@@ -302,12 +302,14 @@ def stitch_canvas_size(M, rel_offsets):
     return side + (side % 2)
 
 
-def reassemble_position(patches, global_offsets, M=20, chunk_size=256, use_xla=None):
+def reassemble_position(patches, global_offsets, M=20, chunk_size=256, use_xla=None, window=None):
     """Stitch patches into one canvas: crop central M×M, translate by ``offset - mean``, normalise.
 
     patches : (B, N, N, 1) complex;  global_offsets : (B, 1, 2, 1) ``[x, y]`` object pixels.
     Returns a (S, S, 1) complex64 tensor; canvas pixel (S//2, S//2) is object position
     ``mean(global_offsets)``. Each pixel = sum of overlapping patches / (sum of ones + 1e-9).
+    With ``window`` ((M, M) float weights >= 0, e.g. :func:`taper_window`) it is the weighted overlap-add
+    sum(w · patch) / (sum(w) + 1e-9), which shows no seams where windows end.
     Patches are processed ``chunk_size`` at a time (bounded memory); the result does not depend on it.
     """
     name = "reassemble_position"
@@ -326,19 +328,59 @@ def reassemble_position(patches, global_offsets, M=20, chunk_size=256, use_xla=N
         raise ValueError(f"{name}: chunk_size must be a positive int, got {chunk_size!r}")
     if B == 0:
         raise ValueError(f"{name}: patches is empty")
+    weights = np.ones((M, M), np.float32) if window is None else np.asarray(window, np.float32)
+    if weights.shape != (M, M) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError(f"{name}: window must be a finite ({M}, {M}) array of weights >= 0, got shape {weights.shape}")
     rel = (offsets - offsets.mean(axis=0, keepdims=True))[:, 0, :, 0].astype(np.float32)  # (B, 2)
     S = stitch_canvas_size(M, rel)
     patches = tf.cast(tf.convert_to_tensor(patches), tf.complex64)
     lo = N // 2 - M // 2
-    before = S // 2 - M // 2
-    paddings = [[0, 0], [before, S - M - before], [before, S - M - before], [0, 0]]
+    paddings = _stitch_paddings(S, M)
     numerator = tf.zeros([S, S, 1], tf.complex64)
-    denominator = tf.zeros([S, S, 1], tf.float32)
-    ones = tf.pad(tf.ones([1, M, M, 1], tf.float32), paddings)
+    weights_c = tf.constant(weights.astype(np.complex64))[None, :, :, None]
     for start in range(0, B, chunk_size):
-        crop = patches[start:start + chunk_size, lo:lo + M, lo:lo + M, :]
+        crop = patches[start:start + chunk_size, lo:lo + M, lo:lo + M, :] * weights_c
         shifts = tf.constant(rel[start:start + chunk_size])
         numerator += tf.reduce_sum(translate(tf.pad(crop, paddings), shifts, use_xla=use_xla), axis=0)
-        count = tf.repeat(ones, shifts.shape[0], axis=0)
-        denominator += tf.reduce_sum(translate(count, shifts, use_xla=use_xla), axis=0)
+    denominator = _summed_weights(rel, S, weights, chunk_size, use_xla)
     return numerator / tf.cast(denominator + 1e-9, tf.complex64)
+
+
+def _stitch_paddings(S: int, M: int) -> list:
+    before = S // 2 - M // 2
+    return [[0, 0], [before, S - M - before], [before, S - M - before], [0, 0]]
+
+
+def _summed_weights(rel: np.ndarray, S: int, weights: np.ndarray, chunk_size: int = 256, use_xla=None):
+    """(S, S, 1) float32: the (M, M) ``weights`` translated to every relative offset ``rel`` (B, 2) and summed."""
+    M = weights.shape[0]
+    placed = tf.pad(tf.constant(weights)[None, :, :, None], _stitch_paddings(S, M))
+    total = tf.zeros([S, S, 1], tf.float32)
+    for start in range(0, rel.shape[0], chunk_size):
+        shifts = tf.constant(rel[start:start + chunk_size])
+        total += tf.reduce_sum(translate(tf.repeat(placed, shifts.shape[0], axis=0), shifts, use_xla=use_xla), axis=0)
+    return total
+
+
+def stitch_weight_map(global_offsets, M: int, window=None):
+    """(S, S, 1) float32: the summed stitch weights of ``reassemble_position`` on its canvas (ones by default).
+
+    global_offsets : (B, 1, 2, 1) ``[x, y]``; window : (M, M) weights or None (ones: the count of windows).
+    """
+    offsets = np.asarray(global_offsets, dtype=np.float64)
+    if offsets.ndim != 4 or offsets.shape[1:] != (1, 2, 1) or offsets.shape[0] < 1 or not np.all(np.isfinite(offsets)):
+        raise ValueError(f"stitch_weight_map: global_offsets must be finite (B, 1, 2, 1), got {offsets.shape}")
+    weights = np.ones((M, M), np.float32) if window is None else np.asarray(window, np.float32)
+    rel = (offsets - offsets.mean(axis=0, keepdims=True))[:, 0, :, 0].astype(np.float32)
+    return _summed_weights(rel, stitch_canvas_size(M, rel), weights)
+
+
+def taper_window(M: int) -> np.ndarray:
+    """(M, M) float32 separable sin² (Hann) taper, positive everywhere: the weights of a seamless stitch.
+
+    w(i, j) = h(i)·h(j) with h(i) = sin²(π (i + ½) / M), so neighbouring windows blend smoothly.
+    """
+    if not (isinstance(M, (int, np.integer)) and M > 0):
+        raise ValueError(f"M: must be a positive int, got {M!r}")
+    h = np.sin(np.pi * (np.arange(M) + 0.5) / M) ** 2
+    return np.outer(h, h).astype(np.float32)
