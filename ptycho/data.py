@@ -13,6 +13,7 @@ objectGuess     (H, W) complex       object (optional)
 scan_index      (M,) int             (optional)
 group_indices   (B, C) int64         groups of C = gridsize² positions (optional, written by save_npz)
 nphotons        () float64           dose per pattern (optional, written by save_npz)
+mask            (N, N) uint8         detector mask, 1 = measured pixel, 0 = bad (optional; absent = all measured)
 ==============  ==================  =====================================================
 
 Loading never unpickles (``allow_pickle=False``) and validates every key; any problem raises
@@ -64,6 +65,20 @@ def _complex_array(field: str, value, ndim: int) -> np.ndarray:
     return arr.astype(np.complex64, copy=False)
 
 
+def _checked_mask(value, N: int) -> np.ndarray:
+    """(N, N) bool detector mask (True = measured) from a boolean or 0/1 array; ValueError naming ``mask``."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        _fail("mask", f"must be a boolean or 0/1 array, got dtype {arr.dtype}")
+    if arr.shape != (N, N):
+        _fail("mask", f"must have shape (N, N) = ({N}, {N}) to match diffraction, got {arr.shape}")
+    if arr.dtype.kind != "b":
+        if not np.all((arr == 0) | (arr == 1)):
+            _fail("mask", "must hold only 0 and 1 (or booleans), 1 = measured pixel")
+        arr = arr != 0
+    return arr
+
+
 @dataclass(frozen=True, eq=False)
 class PtychoDataset:
     """Raw per-position data plus the grouping (SPEC §2, §3).
@@ -78,6 +93,8 @@ class PtychoDataset:
     obj : (H, W) complex64 ground-truth object or None; positions must lie in [0, W-1] x [0, H-1].
     nphotons : expected counts per pattern, or None.
     scan_index : (M,) int64 or None.
+    mask : (N, N) bool detector mask, True = measured pixel, or None (every pixel measured). Readers set the
+        amplitudes of masked (False) pixels to 0 and leave them out of ``nphotons``; the loss should skip them.
 
     Grouped views (``X``, ``positions``, ``coords_offsets``, ``coords_relative``, ``Y``) are computed on
     each access from these fields; the dataset is immutable (``dataclasses.replace`` for variants).
@@ -91,6 +108,7 @@ class PtychoDataset:
     obj: Optional[np.ndarray] = None
     nphotons: Optional[float] = None
     scan_index: Optional[np.ndarray] = None
+    mask: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -124,6 +142,8 @@ class PtychoDataset:
             if idx.shape != (M,) or idx.dtype.kind not in "iu":
                 _fail("scan_index", f"must be (M,) = ({M},) integers, got {idx.shape} {idx.dtype}")
             set_("scan_index", idx.astype(np.int64, copy=False))
+        if self.mask is not None:
+            set_("mask", _checked_mask(self.mask, N))
 
     def _checked_groups(self, M: int) -> np.ndarray:
         if self.group_indices is None:
@@ -299,6 +319,12 @@ def _read_arrays(npz, path) -> dict:
         if float(value) <= 0:
             _bad(path, "nphotons", f"must be > 0, got {float(value)}")
         out["nphotons"] = float(value)
+    out["mask"] = None
+    if "mask" in files:
+        mask = _numeric(path, "mask", _read_key(npz, path, "mask"), "biu", 2, (N, N))
+        if not np.all((mask == 0) | (mask == 1)):
+            _bad(path, "mask", "must hold only 0 and 1 (1 = measured pixel)")
+        out["mask"] = mask != 0
     out["group_indices"] = None
     if "group_indices" in files:
         groups = _numeric(path, "group_indices", _read_key(npz, path, "group_indices"), "iu", 2)
@@ -374,6 +400,8 @@ def save_npz(path, dataset: PtychoDataset) -> None:
         arrays["scan_index"] = dataset.scan_index
     if dataset.nphotons is not None:
         arrays["nphotons"] = np.float64(dataset.nphotons)
+    if dataset.mask is not None:
+        arrays["mask"] = dataset.mask.astype(np.uint8)
     target = os.path.abspath(os.fspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=os.path.dirname(target))
     try:

@@ -540,3 +540,53 @@ def test_open_npz_names_the_file_and_the_expected_content(tmp_path):
         f"{pickled}: cannot be read as an NPZ archive without pickle (")
     assert _message(lambda: open_npz(tmp_path / "absent.npz")).startswith(
         f"{tmp_path / 'absent.npz'}: cannot be read as an NPZ archive without pickle (")
+
+
+# ----- detector mask (True = measured pixel) --------------------------------------------------------------
+def _mask(N=4):
+    mask = np.ones((N, N), bool)
+    mask[0, 1] = mask[3, 3] = False
+    return mask
+
+
+def test_mask_round_trips_through_npz_as_uint8_and_is_carried_by_subset(tmp_path):
+    ds = PtychoDataset(**{**_valid_fields(), "mask": _mask()})
+    assert ds.mask.dtype == np.bool_ and ds.mask.shape == (4, 4)
+    path = tmp_path / "masked.npz"
+    save_npz(path, ds)
+    with np.load(path) as npz:
+        assert npz["mask"].dtype == np.uint8
+        np.testing.assert_array_equal(npz["mask"], _mask().astype(np.uint8))
+    back = load_npz(path, gridsize=2)
+    assert back.mask.dtype == np.bool_
+    np.testing.assert_array_equal(back.mask, _mask())
+    np.testing.assert_array_equal(ds.subset(0).mask, _mask())
+    np.testing.assert_array_equal(dataclasses.replace(ds, nphotons=1.0).mask, _mask())
+    save_npz(tmp_path / "plain.npz", PtychoDataset(**_valid_fields()))
+    with np.load(tmp_path / "plain.npz") as npz:
+        assert "mask" not in npz.files  # None = every pixel measured: nothing written
+    assert load_npz(tmp_path / "plain.npz", gridsize=2).mask is None
+
+
+def test_mask_accepts_zero_one_arrays_and_validates():
+    ones = PtychoDataset(**{**_valid_fields(), "mask": _mask().astype(np.float32)})
+    assert ones.mask.dtype == np.bool_
+    np.testing.assert_array_equal(ones.mask, _mask())
+    for value, expected in (
+            (np.ones((4, 3)), "PtychoDataset.mask: must have shape (N, N) = (4, 4) to match diffraction, got (4, 3)"),
+            (np.full((4, 4), 2), "PtychoDataset.mask: must hold only 0 and 1 (or booleans), 1 = measured pixel"),
+            (np.full((4, 4), np.nan), "PtychoDataset.mask: must hold only 0 and 1 (or booleans), 1 = measured pixel"),
+            (np.full((4, 4), "a"), "PtychoDataset.mask: must be a boolean or 0/1 array, got dtype <U1")):
+        assert _message(lambda: PtychoDataset(**{**_valid_fields(), "mask": value})) == expected
+
+
+def test_malformed_mask_in_npz_names_file_and_key(tmp_path):
+    fields = _valid_fields()
+    base = dict(diffraction=fields["diffraction"], xcoords=fields["xcoords"], ycoords=fields["ycoords"],
+                probeGuess=np.ones((4, 4)))
+    for name, mask, expected in (
+            ("values", np.full((4, 4), 3, np.uint8), "key 'mask': must hold only 0 and 1 (1 = measured pixel)"),
+            ("shape", np.ones((4, 5), np.uint8), "key 'mask': expected shape (4, 4), got (4, 5)"),
+            ("dtype", np.ones((4, 4)), "key 'mask': unsupported dtype float64")):
+        path = _write(tmp_path / f"{name}.npz", **base, mask=mask)
+        assert _message(lambda: load_npz(path)) == f"{path}: {expected}"
