@@ -40,11 +40,18 @@ FAILED_LINE = re.compile(r"^(?:FAILED|ERROR) (\S+::\S+?)(?: - .*)?$")
 def defect_entries(ledger: pathlib.Path = LEDGER) -> list[tuple[str, list[str], str | None]]:
     """(entry id, [test node ids], patch path or None) for every entry of the ledger's "Defects" section."""
     entries, inside = [], False
-    for line in ledger.read_text(encoding="utf-8").splitlines():
+    lines = ledger.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
         if line.startswith("## "):
             inside = line.lower().startswith("## defects")
             continue
-        match = ENTRY.match(line) if inside else None
+        if not (inside and line.startswith("- **")):
+            continue
+        for more in lines[i + 1:]:  # a wrapped entry continues on indented lines
+            if not (more.startswith("  ") and more.strip()):
+                break
+            line += " " + more.strip()
+        match = ENTRY.match(line)
         if match:
             tail = match.group(2)
             patch = PATCH.search(tail)

@@ -6,13 +6,26 @@ import warnings
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LEDGER = ROOT / "docs" / "findings.md"
-ENTRY = re.compile(r"^- \*\*([A-Z0-9-]+)\*\* — .*pinned by (pending )?(.+)$")
+ENTRY = re.compile(r"^- \*\*([A-Z0-9-]+)\*\* — .*pinned by (pending )?(.+)$", re.DOTALL)
 NODE_ID = re.compile(r"`([^`]+::[^`]+)`")
 
 
+def entry_texts(text: str) -> list[str]:
+    """Each ledger entry as one string: a ``- **ID**`` line joined with its indented continuation lines."""
+    entries = []
+    for line in text.splitlines():
+        if line.startswith("- **"):
+            entries.append(line)
+        elif entries and line.startswith("  ") and line.strip():
+            entries[-1] += " " + line.strip()
+        elif entries and entries[-1] is not None:
+            entries.append(None)  # anything else ends the entry
+    return [e for e in entries if e is not None]
+
+
 def ledger_entries():
-    """Yield (entry id, pending?, [node ids]) for every ledger line."""
-    for line in LEDGER.read_text(encoding="utf-8").splitlines():
+    """Yield (entry id, pending?, [node ids]) for every ledger entry (wrapped entries are read whole)."""
+    for line in entry_texts(LEDGER.read_text(encoding="utf-8")):
         match = ENTRY.match(line)
         if match:
             yield match.group(1), bool(match.group(2)), NODE_ID.findall(match.group(3))
@@ -93,3 +106,10 @@ def test_every_pinned_defect_names_a_patch_and_a_test():
     on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests" / "fixtures" / "defects").glob("*.patch")}
     problems += [f"{p}: no ledger entry names it" for p in sorted(on_disk - named)]
     assert not problems, "\n".join(problems)
+
+
+def test_wrapped_entries_are_read_whole():
+    text = "- **A-001** — symptom\n  more — pinned by `tests/x.py::test_a`,\n  `tests/y.py::test_b`\n\nprose\n"
+    (entry,) = entry_texts(text)
+    match = ENTRY.match(entry)
+    assert match and NODE_ID.findall(match.group(3)) == ["tests/x.py::test_a", "tests/y.py::test_b"]
