@@ -63,6 +63,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def finite_float(text: str) -> float:
+    """An argparse ``type`` accepting any finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def nonnegative_float(text: str) -> float:
     """An argparse ``type`` accepting finite numbers >= 0."""
     try:
@@ -73,3 +84,10 @@ def nonnegative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
 
+
+
+def stitch_window(text: str):
+    """``--stitch-window``: 'auto' (the whole predicted window, tapered) or a positive integer (pixels)."""
+    if text == "auto":
+        return "auto"
+    return int_at_least(1, "positive")(text)

@@ -32,8 +32,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ptycho.argtypes import (DefaultsHelpFormatter, OneLineParser, nonnegative_float, nonnegative_int, positive_float,
-                             positive_int)
+from ptycho.argtypes import (DefaultsHelpFormatter, OneLineParser, finite_float, nonnegative_float, nonnegative_int,
+                             positive_float, positive_int, stitch_window)
 
 PROG = "ptycho"
 TRAIN_LOG = "train.log"
@@ -128,11 +128,12 @@ def _log_to(path: Path):
 # ptycho simulate
 
 SIMULATE_FLAGS = {"N": "--N", "gridsize": "--gridsize", "nphotons": "--nphotons", "n_positions": "--n-positions",
-                  "object_kind": "--object", "object_size": "--object-size", "buffer": "--buffer", "seed": "--seed"}
+                  "object_kind": "--object", "object_size": "--object-size", "buffer": "--buffer", "seed": "--seed",
+                  "probe_defocus": "--probe-defocus", "noise_seed": "--noise-seed"}
 
 
 def _add_simulate(commands) -> None:
-    from ptycho.config import SimulationConfig
+    from ptycho.config import OBJECT_KINDS, SimulationConfig
 
     d = SimulationConfig()
     p = commands.add_parser(
@@ -152,13 +153,22 @@ def _add_simulate(commands) -> None:
                    help="dose: expected photons per diffraction pattern (counts)")
     p.add_argument("--n-positions", type=positive_int, default=d.n_positions, metavar="M",
                    help="number of scan positions M")
-    p.add_argument("--object", choices=("lines", "grf"), default=d.object_kind,
-                   help="synthetic object: random lines or a Gaussian random field")
+    p.add_argument("--object", choices=OBJECT_KINDS, default=d.object_kind,
+                   help="synthetic object: random lines or a Gaussian random field (amplitude only), or "
+                        "grf_complex: a Gaussian random field in amplitude and phase (phase ±π/3)")
+    p.add_argument("--probe-defocus", type=finite_float, default=d.probe_defocus, metavar="RAD",
+                   help="quadratic phase of the default probe at its disk edge (radians): 0 is the focused "
+                        "disk; the dose study uses 5π (a defocused beam)")
     p.add_argument("--object-size", type=positive_int, default=d.object_size, metavar="PX", help="object side (pixels)")
     p.add_argument("--buffer", type=nonnegative_float, default=d.buffer, metavar="PX",
                    help="smallest distance of a scan position from the object edge (pixels)")
     p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                    help="seed of the object, positions, groups and noise")
+    p.add_argument("--object-from", metavar="NPZ", default=None,
+                   help="scan the objectGuess of this data file instead of a new object (a second scan of the "
+                        "same object: use another --seed); --object and --object-size are then ignored")
+    p.add_argument("--noise-seed", type=nonnegative_int, default=None, metavar="S",
+                   help="seed of the Poisson noise alone (default: derived from --seed)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(handler=simulate)
 
@@ -167,10 +177,22 @@ def simulate(args: argparse.Namespace) -> int:
     """``ptycho simulate``: validate, simulate (``ptycho.simulate.simulate_dataset``), write the NPZ atomically."""
     from ptycho.config import SimulationConfig
 
+    obj = None
+    object_size = args.object_size
+    if args.object_from is not None:
+        source = _existing_file(args.object_from, "--object-from")
+        obj = _load_data(source).obj
+        if obj is None:
+            raise CommandError(f"{source}: has no objectGuess to scan (--object-from)")
+        if obj.shape[0] != obj.shape[1]:
+            raise CommandError(f"{source}: objectGuess is {obj.shape[0]}x{obj.shape[1]}; --object-from needs a "
+                               "square object")
+        object_size = obj.shape[0]
     try:
         config = SimulationConfig(N=args.N, gridsize=args.gridsize, nphotons=args.nphotons,
                                   n_positions=args.n_positions, object_kind=args.object,
-                                  object_size=args.object_size, buffer=args.buffer, seed=args.seed)
+                                  object_size=object_size, buffer=args.buffer, seed=args.seed,
+                                  probe_defocus=args.probe_defocus, noise_seed=args.noise_seed)
     except ValueError as exc:
         raise _config_error(exc, SIMULATE_FLAGS) from None
     out = Path(args.out)
@@ -179,7 +201,7 @@ def simulate(args: argparse.Namespace) -> int:
     from ptycho.data import save_npz
     from ptycho.simulate import simulate_dataset
 
-    dataset = simulate_dataset(config)
+    dataset = simulate_dataset(config, obj=obj)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_npz(out, dataset)
     print(f"wrote {out}: {dataset.n_positions} patterns {config.N}x{config.N}, {config.nphotons:.3g} photons each, "
@@ -340,8 +362,17 @@ def _add_reconstruct(commands) -> None:
     p.add_argument("--n-groups", type=positive_int, default=None, metavar="B",
                    help="groups (default: one per scan position)")
     p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="seed of the grouping")
-    p.add_argument("--stitch-window", type=positive_int, default=20, metavar="PX",
-                   help="central M x M window of each predicted patch that is stitched (pixels)")
+    p.add_argument("--stitch-window", type=stitch_window, default="auto", metavar="PX|auto",
+                   help="central M x M window of each predicted patch that is stitched (pixels); 'auto' stitches "
+                        "the whole predicted N/2 window with a sin² taper: no holes or seams at real scan spacings")
+    p.add_argument("--refine", type=nonnegative_int, default=0, metavar="K",
+                   help="then refine the stitched object for K iterations against all of DATA's patterns "
+                        "(ptycho.refine: the network's reconstruction + physics; 20-50 is typical)")
+    p.add_argument("--refine-probe", action="store_true",
+                   help="with --refine, refine the probe too (experimental data; not for simulated data whose "
+                        "probe is exact)")
+    p.add_argument("--refine-loss", choices=("nll", "amplitude"), default="nll",
+                   help="refinement misfit: Poisson likelihood of the counts, or least squares on sqrt(counts)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(handler=reconstruct)
 
@@ -382,7 +413,7 @@ def reconstruct(args: argparse.Namespace) -> int:
     flags = {outputs["npz"]: "--out", outputs.get("png"): "--png", outputs.get("metrics"): "--metrics",
              outputs.get("comparison"): "--comparison-png"}
     _check_outputs(list(outputs.values()), args.force, flags)
-    if args.stitch_window > dataset.N:
+    if args.stitch_window != "auto" and args.stitch_window > dataset.N:
         raise CommandError(f"argument --stitch-window: {args.stitch_window} exceeds the pattern size N = {dataset.N}")
     diffraction_to_obj, N, gridsize = _load_archive(model_path)  # TensorFlow from here on
     if dataset.N != N:
@@ -398,11 +429,27 @@ def reconstruct(args: argparse.Namespace) -> int:
 
     rec, scored = workflow.reconstruct_and_evaluate(diffraction_to_obj, dataset, dataset.obj, M=args.stitch_window,
                                                     intensity_scale=dataset.intensity_scale)  # sqrt(counts) in
+    if args.refine:
+        rec, scored = _refined(rec, dataset, args)
     _write_reconstruction(outputs, rec, scored, title=f"{data_path.name} reconstructed by {model_path}")
     print(f"wrote {', '.join(str(p) for p in outputs.values())}")
     if scored is not None:
         print(metrics_table(scored.metrics))
     return 0
+
+
+def _refined(rec, dataset, args: argparse.Namespace):
+    """``rec`` refined for ``args.refine`` iterations (``ptycho.refine``), evaluated when the truth is known."""
+    from ptycho.refine import RefineConfig, refine
+    from ptycho.scan_region import evaluate_on_scan
+
+    config = RefineConfig(iterations=args.refine, loss=args.refine_loss, refine_probe=args.refine_probe,
+                          seed=args.seed)
+    result = refine(dataset, config, initial=rec, verbose=True)
+    print(f"refined {args.refine} iterations in {result.seconds:.1f} s: misfit {result.loss[0]:.4g} -> "
+          f"{result.loss[-1]:.4g}")
+    rec = result.reconstruction
+    return rec, (None if dataset.obj is None else evaluate_on_scan(rec, dataset.obj))
 
 
 def _write_reconstruction(outputs: Mapping[str, Path], rec, scored, title: str) -> None:
