@@ -140,20 +140,36 @@ def align_for_display(recon: np.ndarray, truth: np.ndarray) -> np.ndarray:
 # A reconstruction, alone and beside its truth
 
 
+def display_phase(obj: np.ndarray, coverage: Optional[np.ndarray] = None) -> np.ndarray:
+    """Phase (rad, (H, W) float64) of ``obj`` with its global offset removed: angle(obj · e^{-iθ}),
+    θ = angle(Σ obj) over ``coverage`` (all pixels when None)."""
+    obj = np.asarray(obj)
+    region = obj if coverage is None else obj[np.asarray(coverage, bool)]
+    total = np.sum(region) if region.size else 0
+    offset = np.angle(total) if abs(total) > 0 else 0.0
+    return np.angle(obj * np.exp(-1j * offset))
+
+
 def object_figure(obj: np.ndarray, origin: tuple[float, float] = (0.0, 0.0),
                   coverage: Optional[np.ndarray] = None, title: str = "Reconstruction") -> Any:
     """Amplitude and phase (rad) of a complex object (H, W), side by side, each with a colour bar.
 
-    Pixels outside ``coverage`` (H, W) bool (no stitched window covered them) are masked.
+    Pixels outside ``coverage`` (H, W) bool (no stitched window covered them) are masked. The global
+    phase offset (the phase of the amplitude-weighted mean over covered pixels; ptychography cannot
+    measure it) is removed, so the phase does not sit on the ±π wrap, and the phase colour scale is
+    symmetric about 0 at the 99.5th percentile of |phase|, at least ±0.25 rad (noise stays flat).
     """
     from matplotlib.figure import Figure
 
     obj = np.asarray(obj)
+    phase = display_phase(obj, coverage)
+    inside = phase if coverage is None else phase[np.asarray(coverage, bool)]
+    limit = float(np.clip(np.percentile(np.abs(inside), 99.5), 0.25, math.pi)) if inside.size else math.pi
     fig = Figure(figsize=(11.0, 4.8), layout="constrained")
     amp_ax, phase_ax = fig.subplots(1, 2)
     show_image(fig, amp_ax, masked(np.abs(obj), coverage), "amplitude", origin, label="|O|", cmap="gray")
-    show_image(fig, phase_ax, masked(np.angle(obj), coverage), "phase", origin, label="phase (rad)",
-               cmap="twilight_shifted", vmin=-math.pi, vmax=math.pi)
+    show_image(fig, phase_ax, masked(phase, coverage), "phase (global offset removed)", origin,
+               label="phase (rad)", cmap="twilight_shifted" if limit > 3 else "RdBu_r", vmin=-limit, vmax=limit)
     for ax in (amp_ax, phase_ax):
         ax.set_xlabel("x (object pixels)")
         ax.set_ylabel("y (object pixels)")

@@ -1,5 +1,6 @@
 """Figures of a run (ptycho.figures): training curve with the test SSIM, object and comparison panels."""
 import numpy as np
+import pytest
 
 from ptycho import figures
 
@@ -48,7 +49,9 @@ def test_object_figure_amplitude_and_phase_with_colour_bars_and_mask():
     amp = amp_ax.get_images()[0].get_array()
     np.testing.assert_allclose(amp.data, np.abs(obj), rtol=1e-6)
     np.testing.assert_array_equal(np.ma.getmaskarray(amp), ~coverage)
-    np.testing.assert_allclose(phase_ax.get_images()[0].get_array().data, np.angle(obj), rtol=1e-6)
+    offset = np.angle(np.sum(obj[coverage]))  # the global phase offset is removed for display
+    shown = phase_ax.get_images()[0].get_array().data
+    np.testing.assert_allclose(shown, np.angle(obj * np.exp(-1j * offset)), atol=1e-6)
     assert amp_ax.get_images()[0].get_extent() == [4.5, 32.5, 29.5, 7.5]  # object pixels, 28 wide, 22 tall
     assert fig.axes[3].get_ylabel() == "phase (rad)"
 
@@ -69,3 +72,15 @@ def test_align_for_display_removes_gain_and_global_phase():
     truth = _truth()
     recon = truth * 3.0 * np.exp(-1.1j)
     np.testing.assert_allclose(figures.align_for_display(recon, truth), truth, rtol=1e-5, atol=1e-6)
+
+
+def test_object_figure_removes_the_global_phase_offset_off_the_wrap():
+    """An object whose phase sits at ±π (the star's, as reconstructed) is shown centred on 0, and a flat
+    phase keeps a colour scale of at least ±0.25 rad so noise does not look like structure."""
+    rng = np.random.default_rng(0)
+    obj = np.exp(1j * (np.pi + 0.3 * rng.standard_normal((24, 24)))).astype(np.complex64)
+    phase_ax = figures.object_figure(obj).axes[1]
+    shown = phase_ax.get_images()[0].get_array().data
+    assert abs(np.mean(shown)) < 0.05 and np.std(shown) == pytest.approx(0.3, rel=0.2)
+    flat = figures.object_figure(np.ones((24, 24), np.complex64) * np.exp(1e-4j * rng.standard_normal((24, 24))))
+    assert flat.axes[1].get_images()[0].get_clim() == pytest.approx((-0.25, 0.25))
