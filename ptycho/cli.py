@@ -6,6 +6,7 @@
     ptycho train data.npz --out-dir DIR [--gridsize 2 --nepochs 50 --batch-size 16 --loss nll|mae ...]
     ptycho reconstruct DIR/wts.h5.zip data.npz --out rec.npz [--png rec.png]
     ptycho evaluate rec.npz truth.npz [--json]
+    ptycho refine data.npz --out rec.npz [--init rec.npz --iterations 50 --refine-probe]
     ptycho import SRC --out data.npz [--format tike|ptychodus|cxi|ptychopinn] [--diffraction PATH]
 
 Training, saving, reconstruction and evaluation run on the package's shared path (``ptycho.workflow``),
@@ -529,6 +530,94 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# ptycho refine
+
+
+def _add_refine(commands) -> None:
+    from ptycho.refine import RefineConfig
+
+    d = RefineConfig()
+    p = commands.add_parser(
+        "refine", help="iterative reconstruction without a network (from ones or from a reconstruction)",
+        description="Fit one object (and with --refine-probe the probe) to all of DATA's patterns through the "
+                    "forward model (ptycho.refine: a preconditioned PIE-family solver with a Poisson or amplitude "
+                    "misfit), started from ones or from --init (a reconstruction written by 'ptycho reconstruct'). "
+                    "Writes --out in the format of 'ptycho reconstruct'; with --png a figure; when DATA has "
+                    "objectGuess, prints the metrics of SPEC §5 (and writes them with --metrics).",
+        formatter_class=DefaultsHelpFormatter)
+    p.add_argument("data", help="PtychoPINN NPZ (e.g. written by 'ptycho import')")
+    p.add_argument("--out", required=True, metavar="PATH", help="output NPZ (the refined complex object)")
+    p.add_argument("--init", metavar="NPZ", default=None, help="start from this reconstruction (default: ones)")
+    p.add_argument("--iterations", type=positive_int, default=d.iterations, metavar="K",
+                   help="passes over all scan positions")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, metavar="B", help="positions per update")
+    p.add_argument("--loss", choices=("nll", "amplitude"), default="nll",
+                   help="Poisson likelihood of the counts, or least squares on sqrt(counts)")
+    p.add_argument("--refine-probe", action="store_true", help="refine the probe too (experimental data)")
+    p.add_argument("--png", metavar="PATH", default=None, help="figure of amplitude and phase (default: none)")
+    p.add_argument("--metrics", metavar="PATH", default=None, help="metrics JSON, when DATA has objectGuess")
+    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="seed of the batch order")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.set_defaults(handler=refine_command)
+
+
+def refine_command(args: argparse.Namespace) -> int:
+    """``ptycho refine``: iterative reconstruction of DATA from ones or from --init."""
+    from ptycho.reconstruction import load_reconstruction
+
+    data_path = _existing_file(args.data, "data")
+    dataset = _with_dose(_load_data(data_path), data_path)
+    initial = None
+    if args.init is not None:
+        init_path = _existing_file(args.init, "--init")
+        try:
+            initial = load_reconstruction(init_path)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    outputs = {"npz": Path(args.out)}
+    if args.png:
+        outputs["png"] = Path(args.png)
+    if args.metrics:
+        if dataset.obj is None:
+            raise CommandError(f"argument --metrics: {data_path} has no objectGuess to compare with")
+        outputs["metrics"] = Path(args.metrics)
+    if len(set(outputs.values())) != len(outputs):
+        raise CommandError(f"output paths must differ, got {', '.join(map(str, outputs.values()))}")
+    _check_outputs(list(outputs.values()), args.force,
+                   {outputs["npz"]: "--out", outputs.get("png"): "--png", outputs.get("metrics"): "--metrics"})
+
+    from ptycho.refine import RefineConfig, refine
+    from ptycho.scan_region import evaluate_on_scan
+
+    config = RefineConfig(iterations=args.iterations, batch_size=args.batch_size, loss=args.loss,
+                          refine_probe=args.refine_probe, seed=args.seed)
+    result = refine(dataset, config, initial=initial, verbose=True)
+    print(f"refined {args.iterations} iterations in {result.seconds:.1f} s: misfit {result.loss[0]:.4g} -> "
+          f"{result.loss[-1]:.4g}")
+    scored = None if dataset.obj is None else evaluate_on_scan(result.reconstruction, dataset.obj)
+    _write_refined(outputs, result.reconstruction, scored, title=f"{data_path.name}, {args.iterations} iterations")
+    print(f"wrote {', '.join(str(p) for p in outputs.values())}")
+    if scored is not None:
+        print(metrics_table(scored.metrics))
+    return 0
+
+
+def _write_refined(outputs: Mapping[str, Path], rec, scored, title: str) -> None:
+    from ptycho import figures, files
+    from ptycho.reconstruction import save_reconstruction
+
+    for path in outputs.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with files.atomic_paths(list(outputs.values())) as temps:
+        temp = dict(zip(outputs, temps))
+        save_reconstruction(temp["npz"], rec)
+        if "png" in temp:
+            files.save_figure(figures.object_figure(rec.obj, rec.origin, rec.coverage, title=title), temp["png"])
+        if "metrics" in temp:
+            files.write_json(temp["metrics"], scored.metrics)
+
+
+# --------------------------------------------------------------------------------------------------
 # ptycho import
 
 
@@ -596,14 +685,14 @@ def import_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``ptycho`` parser with its five subcommands."""
+    """The ``ptycho`` parser with its six subcommands."""
     parser = OneLineParser(prog=PROG, description="Simulate, train, reconstruct and evaluate ptychography data "
                            "in the PtychoPINN NPZ format. 'ptycho COMMAND --help' describes each command.")
     import ptycho
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {ptycho.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_simulate, _add_train, _add_reconstruct, _add_evaluate, _add_import):
+    for add in (_add_simulate, _add_train, _add_reconstruct, _add_evaluate, _add_refine, _add_import):
         add(commands)
     return parser
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from ptycho.data import PtychoDataset
-from ptycho.reconstruction import Reconstruction
+if TYPE_CHECKING:  # imported where used, so the command line's parser stays light
+    from ptycho.data import PtychoDataset
+    from ptycho.reconstruction import Reconstruction
 
 LOSSES = ("amplitude", "nll")
 
@@ -85,7 +86,7 @@ class RefineResult:
     seconds : wall time of the iterations.
     """
 
-    reconstruction: Reconstruction
+    reconstruction: "Reconstruction"
     probe: np.ndarray
     loss: list
     seconds: float
@@ -100,8 +101,9 @@ def canvas_geometry(xcoords: np.ndarray, ycoords: np.ndarray, N: int) -> tuple[i
     return x0, y0, max(width, height)
 
 
-def _initial_canvas(initial: Optional[Reconstruction], x0: int, y0: int, side: int) -> np.ndarray:
-    """Ones, or ``initial`` resampled (bilinear) on the canvas; pixels it does not cover start at its mean."""
+def _initial_canvas(initial: Optional["Reconstruction"], x0: int, y0: int, side: int) -> np.ndarray:
+    """Ones, or ``initial`` resampled (bilinear) on the canvas; pixels it holds no value for (outside its array,
+    or uncovered and zero, as a stitch leaves them) start at its mean over covered pixels."""
     canvas = np.ones((side, side), np.complex64)
     if initial is None:
         return canvas
@@ -110,7 +112,7 @@ def _initial_canvas(initial: Optional[Reconstruction], x0: int, y0: int, side: i
     rows, cols = np.mgrid[:side, :side].astype(np.float64)
     coords = np.stack([rows + (y0 - initial.y0), cols + (x0 - initial.x0)])
     obj = np.asarray(initial.obj)
-    covered = np.asarray(initial.coverage, np.float64)
+    covered = (np.asarray(initial.coverage, bool) | (np.abs(obj) > 0)).astype(np.float64)
     part = [ndimage.map_coordinates(np.asarray(f(obj), np.float64), coords, order=1, mode="constant")
             for f in (np.real, np.imag)]
     weight = ndimage.map_coordinates(covered, coords, order=1, mode="constant")
@@ -121,8 +123,8 @@ def _initial_canvas(initial: Optional[Reconstruction], x0: int, y0: int, side: i
     return canvas
 
 
-def refine(dataset: PtychoDataset, config: RefineConfig = RefineConfig(),
-           initial: Optional[Reconstruction] = None, probe: Optional[np.ndarray] = None,
+def refine(dataset: "PtychoDataset", config: RefineConfig = RefineConfig(),
+           initial: Optional["Reconstruction"] = None, probe: Optional[np.ndarray] = None,
            verbose: bool = False) -> RefineResult:
     """Refine an object (and with ``config.refine_probe`` the probe) against ``dataset``'s diffraction.
 
@@ -137,7 +139,9 @@ def refine(dataset: PtychoDataset, config: RefineConfig = RefineConfig(),
 
     import tensorflow as tf
 
+    from ptycho.data import PtychoDataset
     from ptycho.model import resolve_jit_compile
+    from ptycho.reconstruction import Reconstruction
 
     if not isinstance(dataset, PtychoDataset):
         raise TypeError(f"dataset: expected PtychoDataset, got {type(dataset).__name__}")

@@ -464,3 +464,24 @@ def test_reconstruct_refine_improves_on_the_network_alone(round_trip):
     refined = json.loads((d / "refined.metrics.json").read_text())
     # one epoch of training on 40 positions leaves the network near its untrained SSIM (~0.2)
     assert refined["amplitude_ssim"] > network["amplitude_ssim"] + 0.3, (network, refined)
+
+
+def test_refine_from_ones_reconstructs_and_refuses_metrics_without_truth(tmp_path):
+    """`ptycho refine`: the package's iterative baseline, no network."""
+    ok(run(tmp_path, "simulate", "--out", "d.npz", "--N", "32", "--gridsize", "1", "--n-positions", "150",
+           "--object-size", "64", "--buffer", "10", "--object", "grf_complex"))
+    proc = ok(run(tmp_path, "refine", "d.npz", "--out", "r.npz", "--iterations", "30", "--metrics", "m.json"))
+    assert "refined 30 iterations" in proc.stdout
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["amplitude_ssim"] > 0.9 and metrics["phase_ssim"] > 0.9, metrics
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "m.json", "r.npz"]  # nothing unasked
+    # warm start from its own result: the misfit starts where the first run ended
+    warm = ok(run(tmp_path, "refine", "d.npz", "--out", "r2.npz", "--init", "r.npz", "--iterations", "2"))
+    first = float(re.search(r"-> (\S+)", proc.stdout).group(1))
+    assert float(re.search(r"misfit (\S+) ->", warm.stdout).group(1)) < 3 * first
+    with np.load(tmp_path / "d.npz") as npz:
+        bare = {k: npz[k] for k in npz.files if k != "objectGuess"}
+    np.savez(tmp_path / "bare.npz", **bare)
+    refused = run(tmp_path, "refine", "bare.npz", "--out", "x.npz", "--metrics", "x.json")
+    assert refused.returncode == 2 and "has no objectGuess" in messages(refused)[-1]
+    assert not (tmp_path / "x.npz").exists()
