@@ -12,7 +12,8 @@ Pipeline of :func:`evaluate` (both inputs complex (H, W), same shape, same objec
    ``φ_truth + wrap(φ_recon − φ_truth)`` with ``wrap`` onto (−π, π], so a phase error never counts
    more than π and phase wrapping of either image cannot create artificial errors.
 3. Metrics: MAE, PSNR (peak = data range max−min of the *truth*), SSIM (Wang et al. 2004 settings:
-   11×11 Gaussian window σ = 1.5, population covariance), FRC curve and FRC50 (cycles per pixel).
+   11×11 Gaussian window σ = 1.5, population covariance), FRC curve and FRC50 (cycles per pixel). The
+   phase metrics are ``None`` (not applicable) where the truth's phase is flat (:func:`phase_spread`).
 
 Conventions: shifts are ``(dy, dx)`` = (row, column) in pixels, the scikit-image convention (note that
 the rest of the package writes positions as [x, y]). A perfect reconstruction gives MAE 0, SSIM 1,
@@ -352,10 +353,32 @@ def frc50(a, b) -> float:
 
 METRIC_KEYS = ("amplitude_mae", "phase_mae", "amplitude_psnr", "phase_psnr", "amplitude_ssim",
                "phase_ssim", "amplitude_frc50", "phase_frc50")
+#: The phase metrics, reported as None (not applicable) where the truth's phase is flat.
+PHASE_METRIC_KEYS = tuple(k for k in METRIC_KEYS if k.startswith("phase_"))
+#: Truth phase spread (rad, :func:`phase_spread`) below which the phase metrics are not applicable.
+FLAT_PHASE_RAD = 1e-3
+
+
+def phase_spread(truth) -> float:
+    """Amplitude-weighted circular spread (rad) of the phase of ``truth`` (H, W) complex.
+
+    ``sqrt(Σ|t|²·wrap(φ − φ̄)² / Σ|t|²)`` with φ̄ the phase of Σ|t|·t (the energy-weighted mean phasor), so
+    a constant phase at ±π has spread 0 and pixels without amplitude (where the phase means nothing) do
+    not count. 0 for an all-zero truth.
+    """
+    truth = np.asarray(truth)
+    weight = np.abs(truth) ** 2
+    total = float(np.sum(weight))
+    if total == 0:
+        return 0.0
+    mean_phase = np.angle(np.sum(np.abs(truth) * truth))
+    deviation = wrap_phase(np.angle(truth) - mean_phase)
+    return float(np.sqrt(np.sum(weight * deviation ** 2) / total))
 
 
 def _phase_range(phase_truth: np.ndarray) -> float:
-    """Truth phase range, or 2π (the full phase interval) when the truth phase is constant."""
+    """Truth phase range, or 2π (the full phase interval) when the truth phase is constant (a flat truth
+    phase makes the phase metrics not applicable in :func:`evaluate`; this keeps the helpers total)."""
     spread = float(np.max(phase_truth) - np.min(phase_truth))
     return spread if spread > 1e-12 else 2 * np.pi
 
@@ -369,12 +392,17 @@ def evaluate(recon, truth, crop: int = DEFAULT_CROP, upsample_factor: int = 20,
     crop : minimum border (px) dropped on every side after alignment (default 4; at least
         ceil(max|shift|) is always dropped).
 
-    Returns a dict with exactly the float keys of :data:`METRIC_KEYS` plus ``shift`` = [dy, dx] (px,
-    applied to recon) and ``registration_rejected`` (bool, see :func:`align`). PSNR and SSIM peaks: the truth's amplitude range (1.0 if the truth amplitude is
-    constant); for phase the truth's phase
-    range, or 2π when the truth phase is constant (e.g. the default lines object). Phase images are
-    compared as ``φ_truth`` vs ``φ_truth + wrap(φ_recon − φ_truth)`` after offset removal. A perfect
-    reconstruction gives PSNR ``inf``.
+    Returns a dict with exactly the keys of :data:`METRIC_KEYS` (floats) plus ``shift`` = [dy, dx] (px,
+    applied to recon) and ``registration_rejected`` (bool, see :func:`align`). PSNR and SSIM peaks: the
+    truth's amplitude range (1.0 if the truth amplitude is constant); for phase the truth's phase range.
+    Phase images are compared as ``φ_truth`` vs ``φ_truth + wrap(φ_recon − φ_truth)`` after offset removal.
+    A perfect reconstruction gives PSNR ``inf``.
+
+    Where the truth's phase is flat on the compared region (:func:`phase_spread` < :data:`FLAT_PHASE_RAD`,
+    1 mrad: e.g. the default lines object, phase 0) the phase metrics (MAE, PSNR, SSIM, FRC50) are not
+    applicable and are ``None`` (JSON null; "n/a" in tables): after the global phase offset is removed, a
+    reconstruction with any nearly flat phase would otherwise score SSIM ≈ 1 and PSNR > 100 dB against it
+    (ledger EVAL-PHASE-NA-001).
     """
     recon = _as_image(recon, "recon", MIN_SIDE)
     truth = _as_image(truth, "truth", MIN_SIDE)
@@ -386,7 +414,7 @@ def evaluate(recon, truth, crop: int = DEFAULT_CROP, upsample_factor: int = 20,
     ph_r = ph_t + wrap_phase(np.angle(aligned.recon) - ph_t)
     amp_peak = _data_range(amp_t, None) if np.ptp(amp_t) > 0 else 1.0
     ph_peak = _phase_range(ph_t)
-    return {
+    result = {
         "amplitude_mae": mae(amp_r, amp_t),
         "phase_mae": mae(ph_r, ph_t),
         "amplitude_psnr": psnr(amp_r, amp_t, amp_peak),
@@ -398,3 +426,6 @@ def evaluate(recon, truth, crop: int = DEFAULT_CROP, upsample_factor: int = 20,
         "shift": [float(aligned.shift[0]), float(aligned.shift[1])],
         "registration_rejected": aligned.registration_rejected,
     }
+    if phase_spread(aligned.truth) < FLAT_PHASE_RAD:  # a flat truth phase: nothing to compare (EVAL-PHASE-NA-001)
+        result.update(dict.fromkeys(PHASE_METRIC_KEYS))
+    return result

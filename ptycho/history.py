@@ -19,8 +19,10 @@ FIGURE_FILE = "training.png"
 
 
 def as_plain(history: Mapping[str, Any]) -> dict[str, Any]:
-    """``history`` with every per-epoch sequence as a list of Python floats (scalars kept)."""
-    return {str(k): ([float(v) for v in values] if isinstance(values, (list, tuple)) else values)
+    """``history`` with every per-epoch sequence as a list of Python floats (scalars kept); lists of text
+    (``warnings``, ``ptycho.diagnostics``) stay text."""
+    return {str(k): ([v if isinstance(v, str) else float(v) for v in values] if isinstance(values, (list, tuple))
+                     else values)
             for k, values in dict(history).items()}
 
 

@@ -27,6 +27,8 @@ class ScanEvaluation:
     reconstruction, truth : (h, w) complex64 on one grid, pixel (0, 0) at object position ``origin`` (x, y).
     coverage : (h, w) bool, pixels some stitched window covers.
     metrics : ``ptycho.evaluation.evaluate``'s dict plus ``crop_coverage`` (covered fraction of the crop).
+    warnings : one-line messages about a result that cannot be right (``ptycho.diagnostics.object_warnings``,
+        added by ``ptycho.workflow.reconstruct_and_evaluate``); empty when none.
     """
 
     metrics: dict[str, Any]
@@ -34,6 +36,7 @@ class ScanEvaluation:
     truth: np.ndarray
     origin: tuple[float, float]
     coverage: np.ndarray
+    warnings: tuple[str, ...] = ()
 
 
 def crop_to_scan(recon: np.ndarray, x0: float, y0: float, truth: np.ndarray,

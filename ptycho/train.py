@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ptycho import diagnostics
 from ptycho.config import TrainingConfig
 from ptycho.data import PtychoDataset
 from ptycho.model import (adapt_input_normalization, compile_autoencoder, get_conv_dtype, get_intensity_scale,
@@ -87,14 +88,30 @@ def _callbacks(config: TrainingConfig, has_validation: bool) -> list[keras.callb
     ]
 
 
+def _model_probe(autoencoder: keras.Model, dataset: PtychoDataset) -> np.ndarray:
+    """The probe the model's forward model uses (the dataset's if the model has no ``probe`` layer)."""
+    from ptycho.model import get_probe
+
+    try:
+        return get_probe(autoencoder)
+    except (AttributeError, ValueError):
+        return dataset.probe
+
+
 def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConfig,
-          history_path: Optional[str] = None, callbacks: Optional[Sequence[keras.callbacks.Callback]] = None) -> dict:
+          history_path: Optional[str] = None, callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
+          source: Optional[str] = None) -> dict:
     """Train ``autoencoder`` on ``dataset`` without ground truth; return the history dict.
 
     The model is (re)compiled for ``config.loss`` ('nll': Poisson NLL on intensity; 'mae': MAE on amplitude)
     with Adam(``config.learning_rate``) and XLA as ``config.jit_compile`` says (recorded as ``jit_compile``, with
     the convolution precision as ``conv_dtype``). Its inputs are s·X with s the model's own intensity scale.
     History (per-epoch lists plus ``epochs_run``) is written atomically as JSON to ``history_path`` when given.
+
+    Before anything is compiled or fitted, ``ptycho.diagnostics.check_forward_model`` checks that the model's
+    probe and amplitude ceiling can explain the data, and raises ``ValueError`` (naming ``source``, the data
+    file, or 'dataset') when they cannot. Its warnings, and after fitting those of
+    ``diagnostics.training_warnings`` (a loss that never moved), are logged and listed in ``history['warnings']``.
     """
     if not isinstance(config, TrainingConfig):
         raise TypeError(f"config: expected TrainingConfig, got {type(config).__name__}")
@@ -103,6 +120,9 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     expected = tuple(autoencoder.inputs[0].shape[1:])
     if tuple(dataset.X.shape[1:]) != expected:
         raise ValueError(f"dataset: grouped diffraction has shape {dataset.X.shape[1:]}, the model expects {expected}")
+    warnings = diagnostics.check_forward_model(dataset, diagnostics.model_amplitude_max(autoencoder), source,
+                                               probe=_model_probe(autoencoder, dataset))
+    diagnostics.log_warnings(logger, warnings)
 
     jit_compile = resolve_jit_compile(config.jit_compile)
     compile_autoencoder(autoencoder, nll_weight=float(config.loss == "nll"), mae_weight=float(config.loss == "mae"),
@@ -125,6 +145,9 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     history["jit_compile"] = jit_compile
     history["conv_dtype"] = get_conv_dtype(autoencoder)
     history["wall_time_s"] = time.perf_counter() - start
+    after = diagnostics.training_warnings(history)  # a loss that never moved (no object here)
+    diagnostics.log_warnings(logger, after)
+    history["warnings"] = warnings + after
     if history_path is not None:
         write_json_atomic(history_path, history)
     return history

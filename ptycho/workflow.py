@@ -16,6 +16,8 @@ functions that train, save or reconstruct.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ from ptycho.config import TrainingConfig
 from ptycho.data import PtychoDataset
 from ptycho.reconstruction import Reconstruction
 from ptycho.scan_region import ScanEvaluation, evaluate_on_scan
+
+logger = logging.getLogger(__name__)
 
 MODEL_FILE = "wts.h5.zip"
 #: The files a training run writes, in the order they are written (the model archive last).
@@ -59,7 +63,8 @@ class TrainedModel:
 
 def train_model(dataset: PtychoDataset, config: TrainingConfig, *, seed: int = 0,
                 monitor: Optional[Monitoring] = None, callbacks: Sequence[Any] = (),
-                log=None, model_options: Optional[Mapping[str, Any]] = None) -> TrainedModel:
+                log=None, model_options: Optional[Mapping[str, Any]] = None,
+                source: Optional[str] = None) -> TrainedModel:
     """Build a fresh model for ``dataset`` (its N, gridsize, probe and intensity scale) and train it.
 
     ``seed`` fixes the weight initialisation (``config.seed`` the batch order and validation split).
@@ -68,6 +73,8 @@ def train_model(dataset: PtychoDataset, config: TrainingConfig, *, seed: int = 0
     ``callbacks`` run after the monitor, so an epoch logger among them sees ``test_ssim``. The returned
     history holds plain floats; with ``monitor`` it has ``test_ssim`` (one value per epoch) and
     ``test_ssim_initial`` (before training).
+    ``source`` (the data file's name, for messages) goes to ``ptycho.train.train``, which refuses data the
+    model cannot explain (``ValueError``) and lists its warnings in ``history['warnings']``.
     """
     from ptycho.model import create_model_with_gridsize
     from ptycho.monitor import TEST_SSIM, TEST_SSIM_INITIAL, TestSSIMMonitor
@@ -80,7 +87,7 @@ def train_model(dataset: PtychoDataset, config: TrainingConfig, *, seed: int = 0
     monitors = []
     if monitor is not None:
         monitors.append(TestSSIMMonitor(diffraction_to_obj, monitor.dataset, monitor.truth, M=monitor.M, log=log))
-    fitted = train(autoencoder, dataset, config, callbacks=monitors + list(callbacks))
+    fitted = train(autoencoder, dataset, config, callbacks=monitors + list(callbacks), source=source)
     fitted = history_lib.as_plain(fitted)
     for callback in monitors:  # the monitor's own record is authoritative
         fitted[TEST_SSIM] = list(callback.values)
@@ -114,8 +121,19 @@ def reconstruct_and_evaluate(diffraction_to_obj: Any, dataset: PtychoDataset,
                              intensity_scale: Optional[float] = None
                              ) -> tuple[Reconstruction, Optional[ScanEvaluation]]:
     """Reconstruct ``dataset`` (inference + stitching) and, given ``truth`` (H, W) complex, evaluate it on
-    the scanned region (None without truth). ``intensity_scale``: see ``ptycho.inference.reconstruct``."""
-    from ptycho import inference
+    the scanned region (None without truth). ``intensity_scale``: see ``ptycho.inference.reconstruct``.
+
+    A stitched object that cannot be right (at the model's amplitude ceiling, or constant, on the covered
+    pixels: ``ptycho.diagnostics.object_warnings``) is reported as a logged warning and, with truth, in the
+    returned ``ScanEvaluation.warnings``."""
+    from ptycho import diagnostics, inference
 
     rec = inference.reconstruct(diffraction_to_obj, dataset, M=M, intensity_scale=intensity_scale)
-    return rec, (None if truth is None else evaluate_on_scan(rec, truth))
+    scored = None if truth is None else evaluate_on_scan(rec, truth)
+    # --- no silent garbage: an object at the amplitude ceiling or constant is reported ---
+    covered = np.asarray(rec.obj)[np.asarray(rec.coverage, dtype=bool)]
+    warnings = diagnostics.object_warnings(covered, diagnostics.model_amplitude_max(diffraction_to_obj))
+    diagnostics.log_warnings(logger, warnings)
+    if scored is not None and warnings:
+        scored = dataclasses.replace(scored, warnings=tuple(scored.warnings) + tuple(warnings))
+    return rec, scored

@@ -232,3 +232,33 @@ def test_implausible_registration_shift_is_rejected_not_fatal():
     assert result["amplitude_ssim"] < 0.2
     good = ev.evaluate(truth, truth)
     assert good["registration_rejected"] is False and good["amplitude_ssim"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("offset", [0.0, np.pi, -2.0])
+def test_phase_metrics_are_not_applicable_for_a_flat_truth_phase(obj, offset):
+    """EVAL-PHASE-NA-001: with a constant truth phase (also at ±π, where the phase wraps) the phase metrics
+    are None, not SSIM 1.0 / PSNR > 100 dB; the amplitude metrics are unchanged; JSON writes null."""
+    import json
+
+    truth = np.abs(obj) * np.exp(1j * offset)
+    recon = np.abs(obj) * np.exp(1j * 1e-6 * np.random.default_rng(3).standard_normal(obj.shape))
+    assert ev.phase_spread(truth) < 1e-9
+    result = ev.evaluate(recon, truth)
+    assert set(result) == set(ev.METRIC_KEYS) | {"shift", "registration_rejected"}
+    for key in ev.PHASE_METRIC_KEYS:
+        assert result[key] is None, key
+    assert result["amplitude_ssim"] == pytest.approx(1.0, abs=1e-9)
+    assert json.loads(json.dumps(result))["phase_ssim"] is None
+
+
+def test_phase_metrics_apply_to_a_phase_above_the_flatness_threshold(obj):
+    """A truth phase of 0.01 rad spread (10× the 1 mrad threshold) keeps numeric phase metrics; a spread
+    weighted by amplitude ignores the phase of pixels without amplitude."""
+    truth = np.abs(obj) * np.exp(1j * 0.01 * np.real(obj - obj.mean()) / np.std(np.real(obj)))
+    assert ev.phase_spread(truth) > ev.FLAT_PHASE_RAD
+    result = ev.evaluate(truth, truth)
+    assert all(isinstance(result[k], float) for k in ev.PHASE_METRIC_KEYS)
+    dark = np.ones((32, 32), complex)
+    dark[:, :4] = 0.0 * np.exp(1j * 3.0)   # no amplitude: its phase is meaningless
+    dark[:, 4:8] = 1e-6 * np.exp(1j * 3.0)
+    assert ev.phase_spread(dark) < 1e-5

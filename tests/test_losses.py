@@ -1,4 +1,4 @@
-"""Losses (SPEC §5): closed forms, gradients, zero counts at low dose, XLA, Keras registration."""
+"""Losses (SPEC §5): closed forms, gradients, zero counts at low dose, the deviance form, XLA, Keras registration."""
 import keras
 import numpy as np
 import pytest
@@ -8,10 +8,17 @@ from ptycho import losses
 
 
 def _nll_numpy(counts, intensity):
+    """The deviance form of the Poisson NLL (NLL-DEVIANCE-001) in float64, and ε."""
     counts = np.asarray(counts, np.float64)
     intensity = np.asarray(intensity, np.float64)
     eps = 1e-8 * max(1.0, counts.mean())
-    return np.mean(intensity - counts * np.log(intensity + eps)), eps
+    return np.mean(intensity - counts - counts * (np.log(intensity + eps) - np.log(counts + eps))), eps
+
+
+def _plain_nll(y_true, y_pred):
+    """The NLL before NLL-DEVIANCE-001, ``mean(Î - I·log(Î + ε))``: same gradient, offset value."""
+    counts, intensity = tf.cast(y_true, y_pred.dtype), y_pred
+    return tf.reduce_mean(intensity - counts * tf.math.log(intensity + losses.nll_epsilon(counts)))
 
 
 def _low_dose_pair(rng, shape=(4, 16, 16, 2), nphotons=1e4):
@@ -36,7 +43,7 @@ def _value_and_grad(loss, y_true, y_pred):
 
 def test_poisson_nll_finite_with_zero_counts():
     """NLL-NAN-LOW-DOSE-001: at 1e4 photons, zero counts and zero predictions give a finite loss and
-    gradient, and the value is the NumPy closed form (ε = 1e-8·max(1, mean I))."""
+    gradient, and the value is the NumPy closed form of the deviance (ε = 1e-8·max(1, mean I))."""
     counts, intensity = _low_dose_pair(np.random.default_rng(0))
     value, grad = _value_and_grad(losses.poisson_nll, counts, intensity)
     expected, eps = _nll_numpy(counts, intensity)
@@ -81,6 +88,46 @@ def test_poisson_nll_minimised_at_the_counts():
     at_truth = losses.poisson_nll(counts, counts).numpy()
     for factor in (0.8, 0.95, 1.05, 1.25):
         assert losses.poisson_nll(counts, factor * counts).numpy() > at_truth
+
+
+def test_poisson_nll_has_the_gradient_of_the_plain_nll():
+    """NLL-DEVIANCE-001: the deviance differs from mean(Î - I·log(Î + ε)) by a term of the data alone, so the
+    gradient with respect to Î is the same (to 1e-6 of its largest element), at high and at low counts."""
+    rng = np.random.default_rng(6)
+    for rate in (20.0, 1e5):
+        counts = rng.poisson(rate, size=(3, 8, 8, 2)).astype(np.float32)
+        intensity = (counts * rng.uniform(0.3, 3.0, size=counts.shape)).astype(np.float32)
+        intensity[0, 0, 0, 0] = 0.0  # a vanishing prediction, and zero counts, are in the sample
+        counts[0, 0, 1, 0] = 0.0
+        _, grad = _value_and_grad(losses.poisson_nll, counts, intensity)
+        _, grad_plain = _value_and_grad(_plain_nll, counts, intensity)
+        scale = np.max(np.abs(grad_plain.numpy()))
+        np.testing.assert_allclose(grad.numpy(), grad_plain.numpy(), rtol=1e-6, atol=1e-6 * scale)
+        # and the values differ by the data-only term mean(I - I·log(I + ε))
+        eps = _nll_numpy(counts, counts)[1]
+        data_term = np.mean(counts - counts * np.log(counts.astype(np.float64) + eps))
+        np.testing.assert_allclose(losses.poisson_nll(counts, intensity).numpy(),
+                                   _plain_nll(tf.constant(counts), tf.constant(intensity)).numpy() - data_term,
+                                   rtol=1e-4, atol=1e-5 * abs(data_term))
+
+
+def test_poisson_nll_is_zero_at_the_counts_and_never_negative():
+    """NLL-DEVIANCE-001: 0 at Î = I (any dose, zeros included), ≥ 0 elsewhere, finite at I = 0 or Î = 0."""
+    rng = np.random.default_rng(7)
+    for rate in (0.5, 50.0, 1e5, 1e7):
+        counts = rng.poisson(rate, size=(2, 8, 8, 1)).astype(np.float32)
+        counts[0, 0, 0, 0] = 0.0
+        assert losses.poisson_nll(counts, counts).numpy() == 0.0
+        for _ in range(5):
+            intensity = (counts * rng.uniform(0.0, 2.0, size=counts.shape)).astype(np.float32)
+            intensity[1, 0, 0, 0] = 0.0                  # Î = 0 where I > 0
+            intensity[0, 0, 0, 0] = 3.0                  # Î > 0 where I = 0
+            value, grad = _value_and_grad(losses.poisson_nll, counts, intensity)
+            assert np.isfinite(value.numpy()) and np.all(np.isfinite(grad.numpy()))
+            assert value.numpy() >= 0.0
+    zeros = np.zeros((1, 4, 4, 1), np.float32)
+    value, grad = _value_and_grad(losses.poisson_nll, zeros, zeros)  # I = Î = 0 everywhere
+    assert value.numpy() == 0.0 and np.all(np.isfinite(grad.numpy()))
 
 
 def test_losses_compile_with_xla():
