@@ -253,13 +253,33 @@ def _add_train(commands) -> None:
 
 
 def _with_dose(dataset, path: Path):
-    """``dataset`` with ``nphotons`` set: a file without it holds sqrt(counts), so nphotons = mean Σ X²."""
+    """``dataset`` with ``nphotons`` set: a file without it holds sqrt(counts), so nphotons = mean Σ X².
+
+    That assumption is announced on stderr (one line): a file of amplitudes on another scale (e.g. the
+    reference simulator's, whose dose sits in a pickled ``_metadata``) is otherwise read at a wrong dose.
+    """
     if dataset.nphotons is not None:
         return dataset
     counts = float(np.mean(np.sum(np.square(dataset.diffraction, dtype=np.float64), axis=(1, 2))))
     if counts <= 0:
         raise CommandError(f"{path}: key 'diffraction': all zero, no signal to reconstruct from")
+    print(f"{PROG}: warning: {path} has no 'nphotons': its diffraction is taken as sqrt(counts), a dose of "
+          f"{counts:.3g} photons per pattern; if it holds amplitudes on another scale, pass --nphotons",
+          file=sys.stderr)
     return dataclasses.replace(dataset, nphotons=counts)
+
+
+def _check_forward_model(dataset, path: Path) -> None:
+    """Refuse (one line) data the model's forward model cannot explain; print its warnings (ptycho.diagnostics)."""
+    from ptycho import diagnostics
+
+    try:
+        warnings = diagnostics.check_forward_model(dataset, source=str(path))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    for warning in warnings:
+        if "nphotons" not in warning:  # _with_dose has said it already
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
 
 
 def _training_config(args: argparse.Namespace):
@@ -283,6 +303,7 @@ def train(args: argparse.Namespace) -> int:
                            "validation groups; at least 2 are needed")
     if args.test_ssim and dataset.obj is None:
         raise CommandError(f"argument --test-ssim: {path} has no objectGuess to compare with")
+    _check_forward_model(dataset, path)
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CommandError(f"--out-dir {str(out_dir)!r}: exists and is not a directory")
@@ -312,7 +333,7 @@ def _train_and_write(workflow, dataset, config, args, targets: Sequence[Path], p
     monitor = workflow.Monitoring(dataset, dataset.obj) if args.test_ssim else None
     with files.atomic_paths(targets) as temps:
         trained = workflow.train_model(dataset, config, seed=args.seed, monitor=monitor, log=log,
-                                       callbacks=[EpochLog(log, "train", config.nepochs)])
+                                       callbacks=[EpochLog(log, "train", config.nepochs)], source=str(path))
         workflow.write_training_outputs(trained, temps, title=f"ptycho train {path.name}", metadata={
             "command": "ptycho train", "data": str(path), "loss": config.loss, "nepochs": config.nepochs,
             "batch_size": config.batch_size, "learning_rate": config.learning_rate, "seed": args.seed,
@@ -366,6 +387,9 @@ def _add_reconstruct(commands) -> None:
     p.add_argument("--stitch-window", type=stitch_window, default="auto", metavar="PX|auto",
                    help="central M x M window of each predicted patch that is stitched (pixels); 'auto' stitches "
                         "the whole predicted N/2 window with a sin² taper: no holes or seams at real scan spacings")
+    p.add_argument("--nphotons", type=positive_float, default=None, metavar="PHOTONS",
+                   help="DATA's dose (expected counts per pattern) when the file has no 'nphotons' (default: the "
+                        "file's, else its diffraction is taken as sqrt(counts))")
     p.add_argument("--refine", type=nonnegative_int, default=0, metavar="K",
                    help="then refine the stitched object for K iterations against all of DATA's patterns "
                         "(ptycho.refine: the network's reconstruction + physics; 20-50 is typical)")
@@ -409,7 +433,7 @@ def reconstruct(args: argparse.Namespace) -> int:
     """``ptycho reconstruct``: validate inputs and outputs, infer and stitch, evaluate when the truth is known."""
     model_path = _existing_file(args.model, "model")
     data_path = _existing_file(args.data, "data")
-    dataset = _with_dose(_load_data(data_path), data_path)
+    dataset = _with_dose(_load_data(data_path, args.nphotons), data_path)
     outputs = _reconstruct_outputs(args, dataset.obj is not None)
     flags = {outputs["npz"]: "--out", outputs.get("png"): "--png", outputs.get("metrics"): "--metrics",
              outputs.get("comparison"): "--comparison-png"}
@@ -554,6 +578,8 @@ def _add_refine(commands) -> None:
     p.add_argument("--loss", choices=("nll", "amplitude"), default="nll",
                    help="Poisson likelihood of the counts, or least squares on sqrt(counts)")
     p.add_argument("--refine-probe", action="store_true", help="refine the probe too (experimental data)")
+    p.add_argument("--nphotons", type=positive_float, default=None, metavar="PHOTONS",
+                   help="DATA's dose when the file has no 'nphotons' (default: its diffraction is sqrt(counts))")
     p.add_argument("--png", metavar="PATH", default=None, help="figure of amplitude and phase (default: none)")
     p.add_argument("--metrics", metavar="PATH", default=None, help="metrics JSON, when DATA has objectGuess")
     p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="seed of the batch order")
@@ -566,7 +592,7 @@ def refine_command(args: argparse.Namespace) -> int:
     from ptycho.reconstruction import load_reconstruction
 
     data_path = _existing_file(args.data, "data")
-    dataset = _with_dose(_load_data(data_path), data_path)
+    dataset = _with_dose(_load_data(data_path, args.nphotons), data_path)
     initial = None
     if args.init is not None:
         init_path = _existing_file(args.init, "--init")

@@ -485,3 +485,29 @@ def test_refine_from_ones_reconstructs_and_refuses_metrics_without_truth(tmp_pat
     refused = run(tmp_path, "refine", "bare.npz", "--out", "x.npz", "--metrics", "x.json")
     assert refused.returncode == 2 and "has no objectGuess" in messages(refused)[-1]
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_train_refuses_a_probe_in_unnormalised_fft_units_before_writing_anything(tmp_path):
+    """The Siemens-star trap of issue 20: a hand-converted file whose probe is N× too dim for its counts
+    trained to a constant object at the amplitude ceiling with no message. Now: one line, exit 2, no output."""
+    ok(run(tmp_path, "simulate", "--out", "d.npz", *TINY))
+    with np.load(tmp_path / "d.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["probeGuess"] = arrays["probeGuess"] / 32  # tike's unnormalised FFT: 1/N of the ortho probe
+    np.savez(tmp_path / "dim.npz", **arrays)
+    proc = run(tmp_path, "train", "dim.npz", "--out-dir", "run", "--nepochs", "1")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = messages(proc)
+    assert "dim.npz" in line and "multiply it by N = 32" in line and "ptycho import" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_nphotons_is_announced_and_reconstruct_takes_nphotons(tmp_path):
+    ok(run(tmp_path, "simulate", "--out", "d.npz", *TINY))
+    with np.load(tmp_path / "d.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "nphotons"}
+    np.savez(tmp_path / "nodose.npz", **arrays)
+    proc = run(tmp_path, "refine", "nodose.npz", "--out", "r.npz", "--iterations", "1")
+    assert any("nodose.npz has no 'nphotons'" in m and "--nphotons" in m for m in messages(proc))
+    quiet = ok(run(tmp_path, "refine", "nodose.npz", "--out", "r2.npz", "--iterations", "1", "--nphotons", "1e9"))
+    assert not any("nphotons" in m for m in messages(quiet))
