@@ -10,7 +10,7 @@ from ptycho.studies import dose
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "scripts", "studies", "dose_response_study.py")
 OPTIONS = ["--output-dir", "--preset", "--nepochs", "--batch-size", "--n-train", "--n-test", "--seed",
-           "--arms", "--force", "--keras-verbose", "--test-ssim", "--no-test-ssim"]
+           "--arms", "--force", "--keras-verbose", "--test-ssim", "--no-test-ssim", "--refine-iterations"]
 
 # Runs the script as __main__ in a fresh interpreter and reports its exit code and whether TF got loaded.
 RUN_SCRIPT = """
@@ -36,7 +36,7 @@ def test_help_documents_every_option_without_loading_tensorflow(fresh_python):
     assert report == {"code": 0, "tf_loaded": False, "keras_loaded": False}
     for option in OPTIONS:
         assert option in out
-    for arm in dose.ARM_NAMES:
+    for arm in dose.ALL_ARM_NAMES:
         assert arm in out
     assert "paper: n_train=2000, n_test=512, nepochs=50" in " ".join(out.split())
 
@@ -60,6 +60,8 @@ def test_invalid_arguments_fail_fast_without_tensorflow(fresh_python, tmp_path):
     (["--arms", "high_nll,mid_mae"], r"--arms\): unknown arm\(s\) \['mid_mae'\]"),
     (["--arms"], "argument --arms: expected at least one argument"),
     (["--keras-verbose", "3"], "argument --keras-verbose: invalid choice"),
+    (["--refine-iterations", "0"], "argument --refine-iterations: must be a positive integer"),
+    (["--arms", "high_refined"], r"--arms\): unknown arm\(s\) \['high_refined'\]"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 ])
 def test_invalid_arguments_are_rejected_before_any_work(tmp_path, capsys, argv, message):
@@ -96,5 +98,19 @@ def test_flags_override_the_preset(tmp_path):
         ("high_nll", "low_mae"), True, 7, tmp_path)
     default = dose.config_from_args(parser.parse_args([]))
     assert default.preset == "quick" and default.arms == dose.ARM_NAMES and default.force is False
+    assert default.refine_iterations == dose.DEFAULT_REFINE_ITERATIONS == 30
     assert default.test_ssim is True and dose.config_from_args(parser.parse_args(["--no-test-ssim"])).test_ssim is False
     assert str(default.output_dir) == "runs/dose_response"  # what tox -e study passes
+
+
+def test_default_arms_stay_the_four_network_arms_and_all_adds_the_refine_arms(tmp_path):
+    """What ``tox -e study`` runs (no --arms) must not grow; the iterative and refined arms are opt-in (issue 21)."""
+    parser = dose.build_parser()
+    default = dose.config_from_args(parser.parse_args(["--output-dir", str(tmp_path)]))
+    assert default.arms == ("high_nll", "high_mae", "low_nll", "low_mae") == dose.ARM_NAMES
+    every = dose.config_from_args(parser.parse_args(["--output-dir", str(tmp_path), "--arms", "all"]))
+    assert every.arms == dose.ALL_ARM_NAMES == dose.ARM_NAMES + (
+        "high_iterative", "low_iterative", "high_nll_refined", "low_nll_refined")
+    picked = dose.config_from_args(parser.parse_args(
+        ["--output-dir", str(tmp_path), "--arms", "low_nll_refined,high_iterative", "--refine-iterations", "7"]))
+    assert picked.arms == ("high_iterative", "low_nll_refined") and picked.refine_iterations == 7

@@ -266,7 +266,8 @@ def test_unrequested_complete_arms_are_reported(study_copy):
     runner = FakeRunner()
     result = run(dataclasses.replace(config, arms=("low_mae",)), runner)
     assert runner.calls == ["low_mae"] and result.ok
-    assert {a: r.status for a, r in result.arms.items()} == dict.fromkeys(ARM_NAMES, "ok")
+    assert {a: r.status for a, r in result.arms.items()} == {**dict.fromkeys(ARM_NAMES, "ok"),
+                                                            **dict.fromkeys(dose.REFINE_ARMS, "not run")}
     assert set(read_metrics(config)["arms"]) == set(ARM_NAMES)
 
 
@@ -287,7 +288,8 @@ def test_main_exit_status_log_and_no_stray_files(tmp_path, monkeypatch, fast_fig
     assert "outputs complete, skipping" in (out / "run.log").read_text()
     assert list(cwd.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "nested"]
-    expected = {"metrics.json", "dose_comparison.png", "reconstructions.png", "run.log", *ARM_NAMES}
+    expected = {"metrics.json", "dose_comparison.png", "reconstructions.png", "methods_comparison.png", "run.log",
+                *ARM_NAMES}
     assert {p.name for p in out.iterdir()} == expected  # no temporaries left
     assert not any(p.name.startswith(".") for p in out.rglob("*"))
 

@@ -16,7 +16,8 @@ from ptycho import files
 from ptycho.argtypes import OneLineParser, nonnegative_int, positive_int
 from ptycho.runlog import run_logging
 from ptycho.studies.dose.arm import ARM_FILES, make_ground_truth, run_arm
-from ptycho.studies.dose.config import ARM_NAMES, ARMS, DEFAULT_OUTPUT_DIR, DEFAULT_PRESET, PRESETS, StudyConfig
+from ptycho.studies.dose.config import (ALL_ARM_NAMES, ARM_NAMES, ARMS, DEFAULT_OUTPUT_DIR, DEFAULT_PRESET,
+                                        DEFAULT_REFINE_ITERATIONS, PRESETS, REFINE_ARMS, REFINE_LOSS, StudyConfig)
 from ptycho.studies.dose.study import LOGGER_NAME, ArmRunner, run_study
 
 LOG_FILE = "run.log"
@@ -27,15 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
     presets = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items())
                         for name, values in PRESETS.items())
     arms = ", ".join(f"{a} ({p:.0e} photons, {l})" for a, (p, l) in ARMS.items())
+    refine_arms = ", ".join(f"{a} ({p:.0e} photons, " + ("from ones" if s is None else f"from {s}'s reconstruction")
+                            + ")" for a, (p, s) in REFINE_ARMS.items())
     parser = OneLineParser(
         prog="dose_response_study.py",
         description=(
             "Dose-response study: train a PINN with Poisson-NLL and with MAE loss at high (1e9) and low "
             "(1e4) photon dose on one simulated lines object (N=64, gridsize 2, 128x128 object, random "
-            f"positions 15 px from the edge) and compare the reconstructions. Arms: {arms}."),
+            f"positions 15 px from the edge) and compare the reconstructions. Network arms (the default): "
+            f"{arms}. Opt-in arms without training of their own, which reconstruct the arm's test scan with "
+            f"ptycho.refine (loss {REFINE_LOSS}, --refine-iterations passes; the solver never sees the truth): "
+            f"{refine_arms}; a refined arm runs its network arm first if that is not complete."),
         epilog=(
             f"Presets: {presets}. Explicit flags override the preset. Outputs (all under --output-dir): "
-            f"<arm>/{{{','.join(ARM_FILES)}}}, metrics.json, dose_comparison.png, reconstructions.png, "
+            f"<arm>/{{{','.join(ARM_FILES)}}} (refine arms: reconstruction.npz, metrics.json), metrics.json, "
+            "dose_comparison.png, reconstructions.png, methods_comparison.png, "
             f"{LOG_FILE}. Exit status: 0 if every requested arm succeeded, 1 if any failed (the others "
             "still run), 2 for invalid arguments."),
     )
@@ -55,11 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: preset)")
     parser.add_argument("--seed", type=nonnegative_int, default=0,
                         help="study seed: object, positions and noise streams derive from it (default: 0)")
-    parser.add_argument("--arms", nargs="+", default=["all"], metavar="ARM",
-                        help=f"arms to run, space- or comma-separated, from {', '.join(ARM_NAMES)}, or "
-                             "'all' (default: all)")
+    parser.add_argument("--arms", nargs="+", default=list(ARM_NAMES), metavar="ARM",
+                        help=f"arms to run, space- or comma-separated, from {', '.join(ALL_ARM_NAMES)}, or "
+                             f"'all' for every one (default: the network arms {' '.join(ARM_NAMES)})")
     parser.add_argument("--force", action="store_true",
                         help="retrain requested arms even if their outputs are complete (default: skip them)")
+    parser.add_argument("--refine-iterations", type=positive_int, default=DEFAULT_REFINE_ITERATIONS, metavar="K",
+                        help="passes of ptycho.refine over the test scan in the iterative and refined arms "
+                             f"(default: {DEFAULT_REFINE_ITERATIONS})")
     parser.add_argument("--keras-verbose", type=int, choices=(0, 1, 2), default=0,
                         help="Keras progress output during training: 0 none (the study logs each epoch), "
                              "1 progress bar, 2 one line per epoch (default: 0)")
@@ -75,7 +85,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
     return StudyConfig(output_dir=Path(args.output_dir), preset=args.preset, nepochs=args.nepochs,
                        batch_size=args.batch_size, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
                        arms=tuple(args.arms), force=args.force, keras_verbose=args.keras_verbose,
-                       test_ssim=args.test_ssim)
+                       test_ssim=args.test_ssim, refine_iterations=args.refine_iterations)
 
 
 def prepare_output_dir(path: Path) -> None:

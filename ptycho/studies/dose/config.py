@@ -16,15 +16,63 @@ import numpy as np
 
 from ptycho.config import SimulationConfig, TrainingConfig
 
-#: arm name -> (photons per pattern, training loss), in run order.
+#: The network arms of SPEC §6: arm name -> (photons per pattern, training loss), in run order.
 ARMS: dict[str, tuple[float, str]] = {
     "high_nll": (1e9, "nll"),
     "high_mae": (1e9, "mae"),
     "low_nll": (1e4, "nll"),
     "low_mae": (1e4, "mae"),
 }
+#: The default ``--arms`` (what ``tox -e study`` runs): the four network arms.
 ARM_NAMES: tuple[str, ...] = tuple(ARMS)
 DOSES: dict[str, float] = {"high": 1e9, "low": 1e4}
+
+#: Opt-in arms without training of their own (issue 21; ledger STUDY-REFINE-ARMS-001): arm name ->
+#: (photons per pattern, start). ``ptycho.refine`` reconstructs the arm's *test* scan, from ones when the
+#: start is None (the iterative baseline: no network, never the truth), else from the stored network
+#: reconstruction of that scan by the named network arm (network + refinement).
+REFINE_ARMS: dict[str, tuple[float, Optional[str]]] = {
+    "high_iterative": (1e9, None),
+    "low_iterative": (1e4, None),
+    "high_nll_refined": (1e9, "high_nll"),
+    "low_nll_refined": (1e4, "low_nll"),
+}
+#: Every arm, in run order (a refined arm runs after the network arm it starts from); ``--arms all``.
+ALL_ARM_NAMES: tuple[str, ...] = ARM_NAMES + tuple(REFINE_ARMS)
+#: The refinement misfit of the refine arms, at both doses: the Poisson likelihood (ledger STUDY-REFINE-LOSS-001).
+REFINE_LOSS = "nll"
+#: Default passes over the test scan of the refine arms (``--refine-iterations``).
+DEFAULT_REFINE_ITERATIONS = 30
+
+
+def arm_method(arm: str) -> str:
+    """'network' (an arm of ``ARMS``), 'iterative' (refinement from ones) or 'refined' (network + refinement)."""
+    if arm in ARMS:
+        return "network"
+    if arm in REFINE_ARMS:
+        return "iterative" if REFINE_ARMS[arm][1] is None else "refined"
+    raise KeyError(f"unknown arm {arm!r}; choose from {list(ALL_ARM_NAMES)}")
+
+
+def arm_nphotons(arm: str) -> float:
+    """Photons per pattern of ``arm``'s data."""
+    return ARMS[arm][0] if arm_method(arm) == "network" else REFINE_ARMS[arm][0]
+
+
+def arm_loss(arm: str) -> str:
+    """The network arm's training loss, or the refine arm's refinement misfit (``REFINE_LOSS``)."""
+    return ARMS[arm][1] if arm_method(arm) == "network" else REFINE_LOSS
+
+
+def arm_source(arm: str) -> Optional[str]:
+    """The network arm whose stored reconstruction a 'refined' arm starts from; None for every other arm."""
+    return REFINE_ARMS[arm][1] if arm_method(arm) != "network" else None
+
+
+def with_dependencies(arms: tuple[str, ...]) -> tuple[str, ...]:
+    """``arms`` plus the network arms their refined arms start from, in run order."""
+    needed = set(arms) | {arm_source(a) for a in arms if arm_source(a) is not None}
+    return tuple(a for a in ALL_ARM_NAMES if a in needed)
 
 #: Settings a preset fixes; any of them given explicitly (CLI flag or keyword) overrides the preset.
 #: 'quick' fits four arms in <= 20 min on a 2-core CPU (ledger STUDY-QUICK-PRESET-001).
@@ -41,6 +89,8 @@ DEFAULT_OUTPUT_DIR = "runs/dose_response"
 #: 3: every arm also writes training.png; history.json may hold test_ssim.
 #: 4: defocused probe, U-Net model with holographic input (issue 12).
 OUTPUT_FORMAT_VERSION = 4
+#: The same for the refine arms (issue 21); their fingerprint also holds their source arm's.
+REFINE_FORMAT_VERSION = 1
 #: Training split reserved for validation (TrainingConfig default); n_train must leave >= 1 sample.
 VALIDATION_SPLIT = 0.05
 
@@ -69,6 +119,8 @@ class StudyConfig:
     ``keras_verbose`` is the Keras progress-bar level (0: epochs are logged by the study instead).
     ``test_ssim``: reconstruct the test set after every epoch and record its amplitude SSIM in the
     history (monitoring only; a few seconds per epoch).
+    ``arms``: names from ``ALL_ARM_NAMES`` or 'all'; the default is the four network arms (``ARM_NAMES``).
+    ``refine_iterations``: passes of ``ptycho.refine`` over the test scan in the iterative and refined arms.
     """
 
     output_dir: Path
@@ -88,6 +140,7 @@ class StudyConfig:
     stitch_M: int = 20
     keras_verbose: int = 0
     test_ssim: bool = True
+    refine_iterations: int = DEFAULT_REFINE_ITERATIONS
     probe_defocus: float = STUDY_PROBE_DEFOCUS
     n_filters_scale: int = 1
     architecture: str = "unet"
@@ -104,7 +157,7 @@ class StudyConfig:
         object.__setattr__(self, "arms", self._normalise_arms(self.arms))
         for name, minimum in (("nepochs", 1), ("batch_size", 1), ("seed", 0), ("N", 4), ("gridsize", 1),
                               ("object_size", 1), ("nlines", 1), ("stitch_M", 2), ("keras_verbose", 0),
-                              ("n_filters_scale", 1)):
+                              ("n_filters_scale", 1), ("refine_iterations", 1)):
             self._require_int(name, minimum)
         if self.keras_verbose > 2:
             self._fail("keras_verbose", f"must be 0, 1 or 2, got {self.keras_verbose}")
@@ -118,10 +171,13 @@ class StudyConfig:
         for name in ("force", "test_ssim"):
             if not isinstance(getattr(self, name), bool):
                 self._fail(name, f"must be a bool, got {getattr(self, name)!r}")
-        for arm in self.arms:  # surface simulation/training errors now, before any work
+        for arm in with_dependencies(self.arms):  # surface simulation/training errors now, before any work
             for split in SPLITS:
                 self.simulation_config(arm, split)
-            self.training_config(arm)
+            if arm in ARMS:
+                self.training_config(arm)
+            else:
+                self.refine_config(arm)
 
     def _fail(self, name: str, message: str) -> None:
         raise ValueError(f"StudyConfig.{name} (--{name.replace('_', '-')}): {message}")
@@ -142,20 +198,21 @@ class StudyConfig:
         except TypeError:
             self._fail("arms", f"must be a sequence of arm names, got {arms!r}")
         if "all" in names:
-            names = list(ARM_NAMES)
-        unknown = sorted(set(names) - set(ARM_NAMES))
+            names = list(ALL_ARM_NAMES)
+        unknown = sorted(set(names) - set(ALL_ARM_NAMES))
         if unknown:
-            self._fail("arms", f"unknown arm(s) {unknown}; choose from {list(ARM_NAMES)} or 'all'")
+            self._fail("arms", f"unknown arm(s) {unknown}; choose from {list(ALL_ARM_NAMES)} or 'all'")
         if not names:
             self._fail("arms", "must name at least one arm")
-        return tuple(a for a in ARM_NAMES if a in names)  # canonical order, no duplicates
+        return tuple(a for a in ALL_ARM_NAMES if a in names)  # canonical order, no duplicates
 
     def simulation_config(self, arm: str, split: str) -> SimulationConfig:
         """The SimulationConfig of ``arm``'s ``split`` ('train' or 'test') data set.
 
-        Positions depend on (seed, split) only, noise on (seed, dose, split) only.
+        Positions depend on (seed, split) only, noise on (seed, dose, split) only: a refine arm's test set is
+        the network arms' test set at its dose, pattern for pattern.
         """
-        nphotons, _ = ARMS[arm]
+        nphotons = arm_nphotons(arm)
         n = self.n_train if split == "train" else self.n_test
         split_id = SPLITS.index(split)
         dose_id = list(DOSES.values()).index(nphotons)
@@ -178,6 +235,15 @@ class StudyConfig:
                               validation_split=VALIDATION_SPLIT, seed=self.seed, verbose=self.keras_verbose,
                               early_stopping_patience=self.nepochs)
 
+    def refine_config(self, arm: str) -> Any:
+        """The ``ptycho.refine.RefineConfig`` of a refine arm: ``refine_iterations`` passes, ``REFINE_LOSS``,
+        the object only (the probe is known), batch order seeded by the study seed."""
+        from ptycho.refine import RefineConfig
+
+        if arm not in REFINE_ARMS:
+            raise KeyError(f"{arm!r} is not a refine arm; choose from {list(REFINE_ARMS)}")
+        return RefineConfig(iterations=self.refine_iterations, loss=REFINE_LOSS, refine_probe=False, seed=self.seed)
+
     def model_options(self) -> dict[str, Any]:
         """Keyword arguments of ``create_model_with_gridsize`` that the study sets (ledger STUDY-MODEL-001)."""
         if self.architecture == "reference":
@@ -191,7 +257,13 @@ class StudyConfig:
 
         ``test_ssim`` is left out: monitoring adds to the history but does not change what is trained. The
         convolution precision is the one this machine's models get (``default_conv_dtype``).
+
+        A refine arm's fingerprint holds its test set's settings and every ``RefineConfig`` field; a refined
+        arm's also holds its source network arm's whole fingerprint (ledger STUDY-REFINE-REUSE-001). The
+        network arms' fingerprints do not hold ``refine_iterations``: it does not change them.
         """
+        if arm in REFINE_ARMS:
+            return self._refine_fingerprint(arm)
         from ptycho.model import default_conv_dtype
 
         nphotons, loss = ARMS[arm]
@@ -204,6 +276,18 @@ class StudyConfig:
             "probe_defocus": float(self.probe_defocus), **self.model_options(),
             "conv_dtype": default_conv_dtype(),
         }
+
+    def _refine_fingerprint(self, arm: str) -> dict[str, Any]:
+        source = arm_source(arm)
+        out = {
+            "format": REFINE_FORMAT_VERSION, "arm": arm, "method": arm_method(arm), "nphotons": arm_nphotons(arm),
+            "n_test": self.n_test, "seed": self.seed, "N": self.N, "gridsize": self.gridsize,
+            "object_size": self.object_size, "nlines": self.nlines, "buffer": float(self.buffer),
+            "probe_defocus": float(self.probe_defocus), "refine": dataclasses.asdict(self.refine_config(arm)),
+        }
+        if source is not None:
+            out["source"] = self.arm_fingerprint(source)
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""

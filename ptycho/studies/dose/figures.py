@@ -1,8 +1,9 @@
 """The dose-response study's figures (matplotlib Figure objects, no pyplot state).
 
 ``build_dose_figure``: the six panels of SPEC §6. ``build_reconstruction_figure``: the truth beside the
-four reconstructions. Panels are drawn with the package's shared helpers (``ptycho.figures``); each arm's
-training curve is the shared ``training.png`` its run writes.
+four network reconstructions. ``build_methods_figure``: the truth beside every method (network NLL, network
+MAE, NLL + refinement, iterative) at every dose that ran (issue 21). Panels are drawn with the package's
+shared helpers (``ptycho.figures``); each arm's training curve is the shared ``training.png`` its run writes.
 """
 from __future__ import annotations
 
@@ -103,7 +104,8 @@ def build_reconstruction_figure(results: Mapping[str, ArmResult]) -> Any:
     truth = np.asarray(reference.truth)
     amp_lim = (float(np.abs(truth).min()), float(np.abs(truth).max()))
     phases = [np.angle(truth)] + [np.angle(align_for_display(r.reconstruction, r.truth))
-                                  for r in results.values() if r.ok and r.reconstruction is not None]
+                                  for a, r in results.items()
+                                  if a in ARM_NAMES and r.ok and r.reconstruction is not None]
     phase_max = max(float(np.percentile(np.abs(np.concatenate([p.ravel() for p in phases])), 99)), 1e-3)
     panels = [("truth", truth, {})] + [
         (arm, align_for_display(r.reconstruction, r.truth), r.metrics) if r is not None and r.ok else (arm, None, r)
@@ -123,4 +125,64 @@ def build_reconstruction_figure(results: Mapping[str, ArmResult]) -> Any:
                    cmap="twilight_shifted", vmin=-phase_max, vmax=phase_max)
     fig.suptitle("Test-region reconstructions beside the truth (amplitude scaled to the truth's mean, "
                  "global phase removed)")
+    return fig
+
+
+#: Columns of ``build_methods_figure``: (label, arm name after "<dose>_"), in order.
+METHODS: tuple[tuple[str, str], ...] = (
+    ("network NLL", "nll"), ("network MAE", "mae"), ("NLL + refinement", "nll_refined"), ("iterative", "iterative"),
+)
+
+
+def _ran(result: Optional[ArmResult]) -> bool:
+    """The arm ran (or was reused) in this study: it succeeded or failed, as opposed to 'not run'."""
+    return result is not None and result.status in ("ok", "failed")
+
+
+def _shown(result: Optional[ArmResult]) -> bool:
+    return result is not None and result.ok and result.reconstruction is not None
+
+
+def build_methods_figure(results: Mapping[str, ArmResult]) -> Any:
+    """Truth and each method at each dose that ran: amplitude on the scanned region, titled with SSIM.
+
+    One row per dose with an arm that ran, one column per method (``METHODS``) with an arm that ran, after
+    a truth column; a row's reconstructions are scaled to the truth's mean amplitude (global phase removed)
+    and shown on its truth's amplitude scale, uncovered pixels masked. 'No Data' where an arm failed,
+    'Not run' where the method ran at the other dose only. The truth is the crop of the row's first
+    method shown.
+    """
+    from matplotlib.figure import Figure
+
+    rows = [(dose, photons) for dose, photons in DOSES.items()
+            if any(_ran(results.get(f"{dose}_{m}")) for _, m in METHODS)]
+    cols = [(label, m) for label, m in METHODS if any(_ran(results.get(f"{dose}_{m}")) for dose in DOSES)]
+    fig = Figure(figsize=(1.0 + 3.8 * (1 + len(cols)), 0.8 + 3.6 * max(1, len(rows))), layout="constrained")
+    if not rows:
+        placeholder(fig.subplots(1, 1), "No Data", "no arm ran")
+        return fig
+    axes = fig.subplots(len(rows), 1 + len(cols), squeeze=False)
+    for row, (dose, photons) in enumerate(rows):
+        shown = [results[f"{dose}_{m}"] for _, m in cols if _shown(results.get(f"{dose}_{m}"))]
+        if not shown:
+            placeholder(axes[row, 0], "No Data", f"truth, {dose} dose")
+            for col, (_, m) in enumerate(cols, start=1):
+                _empty_panel(axes[row, col], results.get(f"{dose}_{m}"), f"{dose}_{m}")
+            continue
+        reference = shown[0]
+        truth_amp = np.abs(np.asarray(reference.truth))
+        limits = {"vmin": float(truth_amp.min()), "vmax": float(truth_amp.max())}
+        show_image(fig, axes[row, 0], truth_amp, f"truth, {dose} dose ({photons:.0e} photons)", reference.origin,
+                   cmap="gray", **limits)
+        for col, (label, m) in enumerate(cols, start=1):
+            arm = f"{dose}_{m}"
+            result = results.get(arm)
+            if _shown(result):
+                amplitude = np.abs(align_for_display(result.reconstruction, result.truth))
+                show_image(fig, axes[row, col], _masked(result, amplitude),
+                           f"{label}\n{_title_with_ssim(arm, result.metrics)}", result.origin, cmap="gray", **limits)
+            else:
+                _empty_panel(axes[row, col], result, arm)
+    fig.suptitle("Methods compared on the test scan: amplitude on the scanned region (scaled to the truth's mean; "
+                 "axes in object pixels)")
     return fig

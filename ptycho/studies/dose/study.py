@@ -2,14 +2,18 @@
 
 Outputs, all under ``config.output_dir`` (nothing is written elsewhere; every file is written atomically)::
 
-    <arm>/...             the arm's files (``ptycho.studies.dose.arm.ARM_FILES``)
+    <arm>/...             the arm's files (``ptycho.studies.dose.arm.arm_files``)
     metrics.json          {"arms": {arm: {...}}, "config": {...}, "versions": {...}}
     dose_comparison.png   the six panels of SPEC §6
-    reconstructions.png   truth beside the four reconstructions, amplitude and phase
+    reconstructions.png   truth beside the four network reconstructions, amplitude and phase
+    methods_comparison.png  truth and every method at every dose that ran (network NLL / MAE, NLL +
+                          refinement, iterative), amplitude on the scanned region, titled with SSIM
     run.log               progress per arm and per epoch, errors with tracebacks (written by the CLI)
 
 JSON files never hold NaN or infinity: a non-finite float is written as ``null``.
 A re-run skips an arm whose files exist and whose stored configuration matches (``force`` retrains).
+A refined arm needs its source network arm: when it is requested and the source is not complete, the source
+runs first (``force`` retrains only the arms named in ``config.arms``).
 A failing arm is logged with its traceback and recorded as ``"status": "failed"``; the other arms still run.
 """
 from __future__ import annotations
@@ -28,8 +32,8 @@ from ptycho import files
 from ptycho.runlog import versions
 from ptycho.studies.dose.arm import (ArmResult, arm_dir, arm_header, is_complete, load_arm, make_ground_truth,
                                      run_arm, write_arm_outputs)
-from ptycho.studies.dose.config import ARM_NAMES, ARMS, StudyConfig
-from ptycho.studies.dose.figures import build_dose_figure, build_reconstruction_figure
+from ptycho.studies.dose.config import ALL_ARM_NAMES, StudyConfig, arm_source, with_dependencies
+from ptycho.studies.dose.figures import build_dose_figure, build_methods_figure, build_reconstruction_figure
 
 LOGGER_NAME = "ptycho.studies.dose"
 
@@ -50,18 +54,28 @@ def run_study(config: StudyConfig, *, run_arm: ArmRunner = run_arm,
               log: Optional[logging.Logger] = None) -> StudyResult:
     """Run the requested arms (skipping complete ones unless ``force``), then write metrics and figures.
 
-    Arms not requested but complete on disk with the same configuration are reported too.
-    ``ok`` is False if any requested arm or any summary output failed.
+    A requested refined arm brings its source network arm (run if not complete; ``force`` applies only to
+    arms named in ``config.arms``). Arms not needed but complete on disk with the same configuration are
+    reported too. ``ok`` is False if any needed arm or any summary output failed.
     """
     log = log or logging.getLogger(LOGGER_NAME)
     config.output_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, ArmResult] = {}
     truth: Optional[np.ndarray] = None
-    for arm in ARM_NAMES:
-        if arm not in config.arms or (not config.force and is_complete(config, arm)):
+    needed = with_dependencies(config.arms)
+    for arm in ALL_ARM_NAMES:
+        forced = config.force and arm in config.arms
+        if arm not in needed or (not forced and is_complete(config, arm)):
             results[arm] = _reuse_arm(config, arm, log)
-            if results[arm].ok or arm not in config.arms:
+            if results[arm].ok or arm not in needed:
                 continue
+        source = arm_source(arm)
+        if source is not None and not results[source].ok:
+            error = f"RuntimeError: its source arm {source} has no reconstruction ({results[source].status})"
+            log.error("arm %s: FAILED: %s", arm, error)
+            results[arm] = ArmResult(arm=arm, status="failed", error=error,
+                                     metrics={**arm_header(arm), "wall_time_s": 0.0})
+            continue
         if truth is None:
             try:
                 truth = make_truth(config)
@@ -69,7 +83,7 @@ def run_study(config: StudyConfig, *, run_arm: ArmRunner = run_arm,
                 results[arm] = _failed(arm, exc, time.perf_counter(), log)
                 continue
         results[arm] = _run_one(config, arm, truth, run_arm, log)
-    ok = all(results[arm].ok for arm in config.arms)
+    ok = all(results[arm].ok for arm in needed)
     ok &= _write_summaries(config, results, log)
     log.info("study %s: %s", "finished" if ok else "finished with failures",
              ", ".join(f"{a}={r.status}" for a, r in results.items()))
@@ -78,16 +92,24 @@ def run_study(config: StudyConfig, *, run_arm: ArmRunner = run_arm,
 
 def _run_one(config: StudyConfig, arm: str, truth: np.ndarray, run_arm: ArmRunner,
              log: logging.Logger) -> ArmResult:
-    """Run ``arm`` and write its outputs; a failure is logged and returned as a 'failed' result."""
-    log.info("arm %s: start (%.0e photons, loss %s)", arm, *ARMS[arm])
-    start = time.perf_counter()
+    """Run ``arm`` and write its outputs; a failure is logged and returned as a 'failed' result.
+
+    Records ``wall_time_s`` and ``cpu_time_s`` (this process's CPU time, all threads) of the whole arm.
+    """
+    header = arm_header(arm)
+    log.info("arm %s: start (%.0e photons, %s, loss %s)", arm, header["nphotons"], header["method"], header["loss"])
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         directory = arm_dir(config, arm)
         directory.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):  # an interrupted retrain must not look complete
             (directory / "metrics.json").unlink()
         result = run_arm(config, arm, truth, directory, log)
-        result.metrics.update(arm_header(arm), wall_time_s=time.perf_counter() - start)
+        if arm_source(arm) is not None and result.provenance.get("arm") != arm_source(arm):
+            raise RuntimeError(f"arm {arm}: the runner did not record that it started from {arm_source(arm)}'s "
+                               f"reconstruction (provenance {result.provenance!r})")
+        result.metrics.update(header, wall_time_s=time.perf_counter() - start,
+                              cpu_time_s=time.process_time() - cpu_start)
         write_arm_outputs(directory, result, config.arm_fingerprint(arm))
         log.info("arm %s: done in %.1f s", arm, result.metrics["wall_time_s"])
         return result
@@ -107,14 +129,17 @@ def _reuse_arm(config: StudyConfig, arm: str, log: logging.Logger) -> ArmResult:
     """A complete arm read back from disk, or a 'not run' placeholder."""
     if not is_complete(config, arm):
         return ArmResult(arm=arm, status="not run")
+    needed = with_dependencies(config.arms)
     try:
         result = load_arm(config, arm)
     except Exception as exc:  # unreadable outputs: retrain if requested, else leave out
         log.warning("arm %s: stored outputs unreadable (%s); %s", arm, exc,
-                    "retraining" if arm in config.arms else "not reported")
+                    "retraining" if arm in needed else "not reported")
         return ArmResult(arm=arm, status="not run")
     if arm in config.arms:
         log.info("arm %s: outputs complete, skipping (use --force to retrain)", arm)
+    elif arm in needed:
+        log.info("arm %s: outputs complete, reused as the start of a refined arm", arm)
     else:
         log.info("arm %s: not requested; reporting its stored outputs", arm)
     return result
@@ -127,6 +152,7 @@ def _write_summaries(config: StudyConfig, results: Mapping[str, ArmResult], log:
         ("metrics.json", lambda p: files.write_json(p, metrics_payload(config, results))),
         ("dose_comparison.png", lambda p: files.save_figure(build_dose_figure(results), p)),
         ("reconstructions.png", lambda p: files.save_figure(build_reconstruction_figure(results), p)),
+        ("methods_comparison.png", lambda p: files.save_figure(build_methods_figure(results), p)),
     )
     for name, job in jobs:
         try:
