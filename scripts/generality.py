@@ -104,8 +104,8 @@ def run_case(case: Case, epochs: int, refine_iterations: int, seed: int = 0) -> 
     train = simulate_dataset(config, probe=probe)
     test = simulate_dataset(replace(config, seed=seed + 1000), obj=train.obj, probe=train.probe)
     new = simulate_dataset(replace(config, seed=seed + 2000), probe=train.probe)
-    refine_config = RefineConfig(iterations=refine_iterations, loss="nll" if case.nphotons < 1e6 else "amplitude")
-    result = {"case": case.name, **asdict(case), "epochs_asked": epochs, "refine_iterations": refine_iterations}
+    refine_config = RefineConfig(iterations=refine_iterations)
+    result = {"case": case.name, **asdict(case), "epochs_asked": epochs, "refine": asdict(refine_config)}
 
     _, untrained = create_model_with_gridsize(case.gridsize, case.N, probe=train.probe,
                                               intensity_scale=train.intensity_scale, seed=seed)
