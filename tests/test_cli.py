@@ -135,7 +135,7 @@ def run_module(fresh_python, *argv):
 @pytest.mark.parametrize("command, expected", [
     ("simulate", ["--N PX", "(default: 64)", "pixels", "photons per diffraction pattern", "(default: 1e+09)"]),
     ("train", ["--loss {nll,mae}", "(default: nll)", "(default: 0.001)", "--quiet", "--n-groups", "log scale"]),
-    ("reconstruct", ["--png PATH", "object pixels", "(default: 20)", "--force"]),
+    ("reconstruct", ["--png PATH", "object pixels", "(default: auto)", "--refine K", "--force"]),
     ("evaluate", ["--json", "cycles per pixel", "dB"]),
 ])
 def test_help_shows_defaults_and_units_without_loading_tensorflow(fresh_python, command, expected):
