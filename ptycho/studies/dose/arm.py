@@ -40,7 +40,7 @@ import numpy as np
 
 from ptycho import files
 from ptycho import history as history_lib
-from ptycho.studies.dose.config import (ARMS, STREAM_OBJECT, StudyConfig, arm_loss, arm_method, arm_nphotons,
+from ptycho.studies.dose.config import (STREAM_OBJECT, StudyConfig, arm_loss, arm_method, arm_nphotons,
                                         arm_source, stream_seed)
 
 #: Files that make a network arm complete; the per-arm metrics file is written last.
@@ -133,7 +133,7 @@ def run_network_arm(config: StudyConfig, arm: str, truth: np.ndarray, directory:
     from ptycho.monitor import EpochLog
 
     keras.backend.clear_session()  # fresh Keras state per arm; the scale lives in each model anyway
-    nphotons, loss = ARMS[arm]
+    nphotons, loss = arm_nphotons(arm), arm_loss(arm)
     train_ds = simulate.simulate_dataset(config.simulation_config(arm, "train"), obj=truth)
     test_ds = simulate.simulate_dataset(config.simulation_config(arm, "test"), obj=truth)
     log.info("arm %s: simulated %d train groups, %d test groups at %.0e photons (s = %.4g)",

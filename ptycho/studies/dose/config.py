@@ -8,9 +8,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass
+import re
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -45,28 +47,92 @@ REFINE_LOSS = "nll"
 DEFAULT_REFINE_ITERATIONS = 30
 
 
+#: The dose sweep's methods (issue 21 item 3), in run order; a sweep arm is named ``<dose>_<method>`` (``1e3_nll``,
+#: ``1e3_nll_refined``; ``dose_label``) and is the study arm of that kind at that dose (ledger STUDY-SWEEP-001).
+SWEEP_METHODS: tuple[str, ...] = ("nll", "mae", "nll_refined", "iterative")
+_SWEEP_ARM = re.compile(r"^(?P<dose>[0-9]+(?:\.[0-9]+)?e-?[0-9]+)_(?P<method>nll|mae|nll_refined|iterative)$")
+
+
+def dose_label(nphotons: float) -> str:
+    """The shortest ``<mantissa>e<exponent>`` that reads back as ``nphotons`` exactly: 1e3, 2.5e4, 1e9."""
+    for digits in range(17):
+        mantissa, exponent = f"{float(nphotons):.{digits}e}".split("e")
+        label = f"{mantissa}e{int(exponent)}"
+        if float(label) == float(nphotons):
+            return label
+    raise ValueError(f"no exact label for {nphotons!r}")  # unreachable for a finite float
+
+
+def sweep_arm(nphotons: float, method: str) -> str:
+    """The name of the sweep arm of ``method`` (one of ``SWEEP_METHODS``) at ``nphotons`` photons per pattern."""
+    if method not in SWEEP_METHODS:
+        raise KeyError(f"unknown sweep method {method!r}; choose from {list(SWEEP_METHODS)}")
+    if not (math.isfinite(nphotons) and nphotons > 0):
+        raise ValueError(f"a dose must be a finite number of photons > 0, got {nphotons!r}")
+    return f"{dose_label(nphotons)}_{method}"
+
+
+def parse_sweep_arm(arm: str) -> Optional[tuple[float, str]]:
+    """(photons, method) of a sweep arm name in canonical form (``sweep_arm``); None for any other name."""
+    match = _SWEEP_ARM.match(arm) if isinstance(arm, str) else None
+    if match is None:
+        return None
+    nphotons = float(match["dose"])
+    if not (math.isfinite(nphotons) and nphotons > 0) or dose_label(nphotons) != match["dose"]:
+        return None
+    return nphotons, match["method"]
+
+
 def arm_method(arm: str) -> str:
-    """'network' (an arm of ``ARMS``), 'iterative' (refinement from ones) or 'refined' (network + refinement)."""
+    """'network' (an arm of ``ARMS``), 'iterative' (refinement from ones) or 'refined' (network + refinement);
+    a sweep arm (``<dose>_<method>``) is the kind its method names."""
     if arm in ARMS:
         return "network"
     if arm in REFINE_ARMS:
         return "iterative" if REFINE_ARMS[arm][1] is None else "refined"
-    raise KeyError(f"unknown arm {arm!r}; choose from {list(ALL_ARM_NAMES)}")
+    sweep = parse_sweep_arm(arm)
+    if sweep is not None:
+        return {"nll": "network", "mae": "network", "iterative": "iterative", "nll_refined": "refined"}[sweep[1]]
+    raise KeyError(f"unknown arm {arm!r}; choose from {list(ALL_ARM_NAMES)} (or a sweep arm <dose>_<method>)")
 
 
 def arm_nphotons(arm: str) -> float:
     """Photons per pattern of ``arm``'s data."""
-    return ARMS[arm][0] if arm_method(arm) == "network" else REFINE_ARMS[arm][0]
+    if arm in ARMS:
+        return ARMS[arm][0]
+    if arm in REFINE_ARMS:
+        return REFINE_ARMS[arm][0]
+    arm_method(arm)  # KeyError for an unknown arm
+    return parse_sweep_arm(arm)[0]
 
 
 def arm_loss(arm: str) -> str:
     """The network arm's training loss, or the refine arm's refinement misfit (``REFINE_LOSS``)."""
-    return ARMS[arm][1] if arm_method(arm) == "network" else REFINE_LOSS
+    if arm_method(arm) != "network":
+        return REFINE_LOSS
+    return ARMS[arm][1] if arm in ARMS else parse_sweep_arm(arm)[1]
 
 
 def arm_source(arm: str) -> Optional[str]:
     """The network arm whose stored reconstruction a 'refined' arm starts from; None for every other arm."""
-    return REFINE_ARMS[arm][1] if arm_method(arm) != "network" else None
+    if arm_method(arm) != "refined":
+        return None
+    if arm in REFINE_ARMS:
+        return REFINE_ARMS[arm][1]
+    return sweep_arm(parse_sweep_arm(arm)[0], "nll")
+
+
+def noise_dose_key(nphotons: float) -> int:
+    """The dose's key in the noise stream (``stream_seed(seed, STREAM_NOISE, key, split)``).
+
+    The study's two doses keep their index in ``DOSES`` (0, 1: stored arms and their data stay as they were);
+    any other dose gets 2 + the bit pattern of its float64, distinct for distinct doses (SEED-STREAMS-001).
+    """
+    nphotons = float(nphotons)
+    study = list(DOSES.values())
+    if nphotons in study:
+        return study.index(nphotons)
+    return 2 + struct.unpack("<Q", struct.pack("<d", nphotons))[0]
 
 
 def with_dependencies(arms: tuple[str, ...]) -> tuple[str, ...]:
@@ -76,9 +142,12 @@ def with_dependencies(arms: tuple[str, ...]) -> tuple[str, ...]:
 
 #: Settings a preset fixes; any of them given explicitly (CLI flag or keyword) overrides the preset.
 #: 'quick' fits four arms in <= 20 min on a 2-core CPU (ledger STUDY-QUICK-PRESET-001).
+#: 'sweep' is the dose sweep's training budget (``--preset sweep``; ledger STUDY-SWEEP-001): the quick budget, so
+#: a sweep's seed-0 arms at 1e4 and 1e9 train on the quick study's data with its budget.
 PRESETS: dict[str, dict[str, int]] = {
     "quick": {"n_train": 1024, "n_test": 512, "nepochs": 8, "batch_size": 8},
     "paper": {"n_train": 2000, "n_test": 512, "nepochs": 50, "batch_size": 16},
+    "sweep": {"n_train": 1024, "n_test": 512, "nepochs": 8, "batch_size": 8},
 }
 DEFAULT_PRESET = "quick"
 #: Quadratic probe phase at the disk edge, radians (a defocused beam; ledger HOLOGRAPHIC-INPUT-001).
@@ -174,7 +243,7 @@ class StudyConfig:
         for arm in with_dependencies(self.arms):  # surface simulation/training errors now, before any work
             for split in SPLITS:
                 self.simulation_config(arm, split)
-            if arm in ARMS:
+            if arm_method(arm) == "network":
                 self.training_config(arm)
             else:
                 self.refine_config(arm)
@@ -215,7 +284,7 @@ class StudyConfig:
         nphotons = arm_nphotons(arm)
         n = self.n_train if split == "train" else self.n_test
         split_id = SPLITS.index(split)
-        dose_id = list(DOSES.values()).index(nphotons)
+        dose_id = noise_dose_key(nphotons)
         return SimulationConfig(
             N=self.N, gridsize=self.gridsize, object_size=self.object_size, object_kind="lines",
             nlines=self.nlines, n_positions=n, n_groups=n, scan="random", buffer=float(self.buffer),
@@ -231,7 +300,9 @@ class StudyConfig:
         an arm is not cut at the uniform-object plateau while another trains on (ledger
         STUDY-EQUAL-BUDGET-001). The learning-rate schedule (ReduceLROnPlateau) still applies.
         """
-        return TrainingConfig(nepochs=self.nepochs, batch_size=self.batch_size, loss=ARMS[arm][1],
+        if arm_method(arm) != "network":
+            raise KeyError(f"{arm!r} is not a network arm")
+        return TrainingConfig(nepochs=self.nepochs, batch_size=self.batch_size, loss=arm_loss(arm),
                               validation_split=VALIDATION_SPLIT, seed=self.seed, verbose=self.keras_verbose,
                               early_stopping_patience=self.nepochs)
 
@@ -240,8 +311,8 @@ class StudyConfig:
         the object only (the probe is known), batch order seeded by the study seed."""
         from ptycho.refine import RefineConfig
 
-        if arm not in REFINE_ARMS:
-            raise KeyError(f"{arm!r} is not a refine arm; choose from {list(REFINE_ARMS)}")
+        if arm_method(arm) == "network":
+            raise KeyError(f"{arm!r} is not a refine arm; choose from {list(REFINE_ARMS)} or a sweep arm")
         return RefineConfig(iterations=self.refine_iterations, loss=REFINE_LOSS, refine_probe=False, seed=self.seed)
 
     def model_options(self) -> dict[str, Any]:
@@ -262,11 +333,11 @@ class StudyConfig:
         arm's also holds its source network arm's whole fingerprint (ledger STUDY-REFINE-REUSE-001). The
         network arms' fingerprints do not hold ``refine_iterations``: it does not change them.
         """
-        if arm in REFINE_ARMS:
+        if arm_method(arm) != "network":
             return self._refine_fingerprint(arm)
         from ptycho.model import default_conv_dtype
 
-        nphotons, loss = ARMS[arm]
+        nphotons, loss = arm_nphotons(arm), arm_loss(arm)
         return {
             "format": OUTPUT_FORMAT_VERSION, "arm": arm, "nphotons": nphotons, "loss": loss,
             "nepochs": self.nepochs, "batch_size": self.batch_size, "n_train": self.n_train,
@@ -295,3 +366,127 @@ class StudyConfig:
         out["output_dir"] = str(self.output_dir)
         out["arms"] = list(self.arms)
         return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The dose sweep (issue 21 item 3; ledger STUDY-SWEEP-001)
+
+#: The sweep's default doses (photons per pattern) and seeds (``--preset sweep``).
+SWEEP_DOSES: tuple[float, ...] = (1e3, 1e4, 1e5, 1e6, 1e7, 1e9)
+SWEEP_SEEDS: tuple[int, ...] = (0, 1, 2)
+SWEEP_PRESET = "sweep"
+DEFAULT_SWEEP_OUTPUT_DIR = "runs/dose_sweep"
+#: ``StudyConfig`` settings the sweep sets itself for each seed (the rest come from ``SweepConfig.study``).
+SWEEP_OWNED_SETTINGS = ("output_dir", "seed", "arms", "force")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Settings of a dose sweep: every method of ``methods`` at every dose of ``doses`` for every seed of ``seeds``.
+
+    Each (dose, method, seed) is one arm of the study, run and stored by the study's own machinery: seed ``s``
+    is the study ``seed_config(s)`` (``output_dir/seed<s>``, so its object, positions and noise streams are the
+    study's for that seed: SEED-STREAMS-001) and the arm is ``sweep_arm(dose, method)`` in it, reused when
+    complete with the same fingerprint (STUDY-RERUN-001, STUDY-REFINE-REUSE-001). Doses are sorted ascending,
+    seeds and methods put in canonical order; 'nll_refined' brings the 'nll' arm it starts from.
+    ``study``: further ``StudyConfig`` keyword settings (``preset``, default 'sweep', ``nepochs``, ``N``, ...),
+    all but ``SWEEP_OWNED_SETTINGS``. Invalid values raise ``ValueError`` naming the option.
+    """
+
+    output_dir: Path
+    doses: tuple[float, ...] = SWEEP_DOSES
+    seeds: tuple[int, ...] = SWEEP_SEEDS
+    methods: tuple[str, ...] = SWEEP_METHODS
+    force: bool = False
+    study: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
+            self._fail("output_dir", f"must be a non-empty path, got {self.output_dir!r}")
+        object.__setattr__(self, "output_dir", Path(self.output_dir))
+        object.__setattr__(self, "doses", self._normalise_doses(self.doses))
+        object.__setattr__(self, "seeds", self._normalise_seeds(self.seeds))
+        object.__setattr__(self, "methods", self._normalise_methods(self.methods))
+        if not isinstance(self.force, bool):
+            self._fail("force", f"must be a bool, got {self.force!r}")
+        if not isinstance(self.study, Mapping):
+            self._fail("study", f"must be a mapping of StudyConfig settings, got {self.study!r}")
+        known = {f.name for f in dataclasses.fields(StudyConfig)} - set(SWEEP_OWNED_SETTINGS)
+        unknown = sorted(set(self.study) - known)
+        if unknown:
+            self._fail("study", f"unknown or sweep-owned setting(s) {unknown}; choose from {sorted(known)}")
+        object.__setattr__(self, "study", {"preset": SWEEP_PRESET, **self.study})
+        for seed in self.seeds:  # surface simulation/training errors now, before any work
+            config = self.seed_config(seed)
+            for arm in self.arms():
+                for split in SPLITS:
+                    config.simulation_config(arm, split)
+                if arm_method(arm) == "network":
+                    config.training_config(arm)
+                else:
+                    config.refine_config(arm)
+
+    def _fail(self, name: str, message: str) -> None:
+        raise ValueError(f"SweepConfig.{name} (--{name.replace('_', '-')}): {message}")
+
+    def _normalise_doses(self, doses: Any) -> tuple[float, ...]:
+        if isinstance(doses, (str, bytes)) or not hasattr(doses, "__iter__"):
+            self._fail("doses", f"must be a sequence of numbers of photons, got {doses!r}")
+        values = list(doses)
+        if not values:
+            self._fail("doses", "must name at least one dose")
+        for dose in values:
+            if isinstance(dose, bool) or not isinstance(dose, (int, float, np.integer, np.floating)) \
+                    or not (math.isfinite(dose) and dose > 0):
+                self._fail("doses", f"a dose must be a finite number of photons > 0, got {dose!r}")
+        values = [float(d) for d in values]
+        if len(set(values)) != len(values):
+            self._fail("doses", f"a dose is given twice in {values}")
+        return tuple(sorted(values))
+
+    def _normalise_seeds(self, seeds: Any) -> tuple[int, ...]:
+        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+            self._fail("seeds", f"must be a sequence of non-negative ints, got {seeds!r}")
+        values = list(seeds)
+        if not values:
+            self._fail("seeds", "must name at least one seed")
+        bad = [s for s in values if not _is_int(s) or s < 0]
+        if bad:
+            self._fail("seeds", f"a seed must be a non-negative int, got {bad[0]!r}")
+        if len(set(values)) != len(values):
+            self._fail("seeds", f"a seed is given twice in {values}")
+        return tuple(sorted(int(s) for s in values))
+
+    def _normalise_methods(self, methods: Any) -> tuple[str, ...]:
+        if isinstance(methods, str):
+            methods = [methods]
+        try:
+            names = [m.strip() for item in methods for m in str(item).split(",") if m.strip()]
+        except TypeError:
+            self._fail("methods", f"must be a sequence of method names, got {methods!r}")
+        if "all" in names:
+            names = list(SWEEP_METHODS)
+        unknown = sorted(set(names) - set(SWEEP_METHODS))
+        if unknown:
+            self._fail("methods", f"unknown method(s) {unknown}; choose from {list(SWEEP_METHODS)} or 'all'")
+        if not names:
+            self._fail("methods", "must name at least one method")
+        return tuple(m for m in SWEEP_METHODS if m in names)
+
+    def seed_config(self, seed: int) -> StudyConfig:
+        """The study of seed ``seed``: its arms live in ``output_dir/seed<seed>``."""
+        return StudyConfig(output_dir=self.output_dir / f"seed{seed}", seed=seed, force=self.force, **self.study)
+
+    def arms(self) -> tuple[str, ...]:
+        """Every arm a seed runs, in run order: dose by dose (ascending), the methods and what they start from."""
+        methods = set(self.methods) | ({"nll"} if "nll_refined" in self.methods else set())
+        return tuple(sweep_arm(d, m) for d in self.doses for m in SWEEP_METHODS if m in methods)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready settings: the sweep's and those of its studies (the seed-``seeds[0]`` study's, less its seed
+        and output directory)."""
+        study = self.seed_config(self.seeds[0]).as_dict()
+        for name in SWEEP_OWNED_SETTINGS:
+            study.pop(name, None)
+        return {"output_dir": str(self.output_dir), "doses": list(self.doses), "seeds": list(self.seeds),
+                "methods": list(self.methods), "force": self.force, "study": study}
