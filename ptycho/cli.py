@@ -296,8 +296,9 @@ def train(args: argparse.Namespace) -> int:
     """``ptycho train``: validate everything, then train on the shared path and write the outputs as a set."""
     config = _training_config(args)
     path = _existing_file(args.data, "data")
-    dataset = _group(_with_dose(_load_data(path, args.nphotons), path), path, args.gridsize, args.n_groups,
-                     args.seed, "--gridsize")
+    # Grouped first: a refusal of the grouping must not follow a warning about the dose (one line on error).
+    dataset = _with_dose(_group(_load_data(path, args.nphotons), path, args.gridsize, args.n_groups,
+                                args.seed, "--gridsize", args.K), path)
     if dataset.n_groups < 2:
         raise CommandError(f"argument --n-groups: {dataset.n_groups} group cannot be split into training and "
                            "validation groups; at least 2 are needed")
