@@ -29,6 +29,8 @@ Each arm trains, saves and evaluates on the package's shared path (``ptycho.work
     arm.py       one arm: run_arm, its files on disk (arm_files, is_complete, load_arm)
     figures.py   dose_comparison.png, reconstructions.png and methods_comparison.png
     study.py     run_study: every arm, then metrics.json and the figures
+    sweep.py     run_sweep: the dose sweep (issue 21 item 3), every method x dose x seed as study arms,
+                 then sweep.json and sweep.png
     cli.py       the command line (``scripts/studies/dose_response_study.py``)
 
 Importing this package does no work: TensorFlow, Keras, matplotlib and the model modules are imported
@@ -37,13 +39,16 @@ inside the functions that need them.
 from ptycho.studies.dose.arm import (ARM_FILES, REFINE_ARM_FILES, ArmResult, arm_dir, arm_files, is_complete,
                                      load_arm, make_ground_truth, run_arm, run_network_arm, run_refine_arm,
                                      write_arm_outputs)
-from ptycho.studies.dose.cli import build_parser, config_from_args, main
+from ptycho.studies.dose.cli import build_parser, config_from_args, main, sweep_config_from_args
 from ptycho.studies.dose.config import (ALL_ARM_NAMES, ARM_NAMES, ARMS, DEFAULT_OUTPUT_DIR, DEFAULT_PRESET,
-                                        DEFAULT_REFINE_ITERATIONS, DOSES, PRESETS, REFINE_ARMS, REFINE_LOSS,
-                                        VALIDATION_SPLIT, StudyConfig, arm_method, arm_source)
+                                        DEFAULT_REFINE_ITERATIONS, DEFAULT_SWEEP_OUTPUT_DIR, DOSES, PRESETS,
+                                        REFINE_ARMS, REFINE_LOSS, SWEEP_DOSES, SWEEP_METHODS, SWEEP_SEEDS,
+                                        VALIDATION_SPLIT, StudyConfig, SweepConfig, arm_method, arm_source,
+                                        dose_label, sweep_arm)
 from ptycho.studies.dose.figures import (build_dose_figure, build_methods_figure, build_reconstruction_figure,
-                                         find_metric)
+                                         build_sweep_figure, find_metric)
 from ptycho.studies.dose.study import StudyResult, metrics_payload, run_study
+from ptycho.studies.dose.sweep import SweepResult, aggregate, crossover, run_sweep, sweep_payload
 
 __all__ = [
     "ARMS", "ARM_NAMES", "ALL_ARM_NAMES", "REFINE_ARMS", "REFINE_LOSS", "DEFAULT_REFINE_ITERATIONS", "ARM_FILES",
@@ -52,4 +57,7 @@ __all__ = [
     "run_study", "main", "build_parser", "config_from_args", "arm_dir", "arm_files", "arm_method", "arm_source",
     "is_complete", "load_arm", "make_ground_truth", "write_arm_outputs", "build_dose_figure",
     "build_methods_figure", "build_reconstruction_figure", "find_metric", "metrics_payload",
+    "SWEEP_DOSES", "SWEEP_SEEDS", "SWEEP_METHODS", "DEFAULT_SWEEP_OUTPUT_DIR", "SweepConfig", "SweepResult",
+    "dose_label", "sweep_arm", "run_sweep", "sweep_payload", "aggregate", "crossover", "build_sweep_figure",
+    "sweep_config_from_args",
 ]
