@@ -305,7 +305,8 @@ def test_sweep_command_line_builds_the_sweep_and_leaves_the_study_alone(tmp_path
     seed2 = sweep.seed_config(2)
     assert (seed2.seed, seed2.nepochs, seed2.n_train, seed2.refine_iterations, seed2.test_ssim, seed2.preset) == (
         2, 1, 64, 4, False, "sweep")
-    assert is_sweep(parse("--seeds", "0")) and dose.sweep_config_from_args(parse("--seeds", "0")).doses == dose.SWEEP_DOSES
+    seeds_only = parse("--seeds", "0")
+    assert is_sweep(seeds_only) and dose.sweep_config_from_args(seeds_only).doses == dose.SWEEP_DOSES
     assert dose.sweep_config_from_args(parse("--doses", "1e4", "--preset", "paper")).seed_config(0).nepochs == 50
 
 
@@ -353,7 +354,8 @@ def test_main_runs_the_sweep_and_reports_failures_in_its_exit_status(tmp_path, f
     log = (out / "run.log").read_text()
     assert "dose sweep: " in log and "seed 0: arm 1e3_mae: FAILED" in log
     summary = json.loads((out / "sweep.json").read_text())
-    assert summary["methods"] == ["mae", "iterative"] and "not computed" in summary["crossover"]["amplitude_ssim"]["note"]
+    assert summary["methods"] == ["mae", "iterative"]
+    assert "not computed" in summary["crossover"]["amplitude_ssim"]["note"]
     rerun = FakeRunner()
     assert dose.main(argv, run_arm=rerun) == 0 and rerun.calls == [(0, "1e3_mae")]
     assert "seed 0: arm 1e3_iterative: outputs complete, skipping" in (out / "run.log").read_text()
