@@ -2,7 +2,7 @@
 """Dose-response study (SPEC §6): a thin CLI over ``ptycho.studies.dose.main``. Run with ``--help``.
 
 Example: ``python scripts/studies/dose_response_study.py --output-dir runs/dose_response --preset quick``
-The dose sweep (issue 21 item 3; resumable, hours of CPU): ``python scripts/studies/dose_response_study.py --preset sweep``
+The dose sweep (issue 21 item 3; resumable, hours): ``python scripts/studies/dose_response_study.py --preset sweep``
 """
 import os
 import sys
