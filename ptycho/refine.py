@@ -17,6 +17,12 @@ One *iteration* is one pass over all positions in seeded random batches of ``bat
 probe known (simulated data) only the object is refined; experimental data need the probe refined too
 (``refine_probe``), after ``probe_start`` object-only iterations.
 
+Run to convergence, maximum likelihood fits the noise: at low dose the object it converges to is worse
+than one a few iterations in (ledger REFINE-HOLDOUT-001). So a seeded ``holdout`` fraction of the positions
+is left out of the fit, their misfit is evaluated after every iteration (and for the start), and the
+object (and probe) of the iteration with the lowest held-out misfit is returned; the passes stop after
+``patience`` iterations without a new best. No truth is involved: this is cross-validation on the data.
+
 Start from ones (``initial=None``: the package's own iterative baseline) or from a network reconstruction
 (``initial=Reconstruction``: PINN + refinement). The result is a :class:`ptycho.reconstruction.Reconstruction`
 on a canvas that covers every illuminated pixel, so it has no stitch seams.
@@ -24,7 +30,7 @@ on a canvas that covers every illuminated pixel, so it has no stitch seams.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
@@ -49,7 +55,12 @@ class RefineConfig:
     REFINE-DEFAULTS-001): at 1e4 photons they reach amplitude SSIM 0.750 where (32, 1.0, 0.1) reached 0.695,
     at 1e9 0.9999 (1.0), in fewer seconds.
     refine_probe : also refine the probe (experimental data); ``probe_start`` object-only iterations first.
-    seed : seeds the batch order.
+    holdout : fraction of the positions in [0, 0.5) left out of the fit to choose the iteration returned
+        (early stopping, REFINE-HOLDOUT-001); 0, or fewer than one held-out position, fits every position
+        for all ``iterations``.
+    patience : iterations without a lower held-out misfit before the passes stop (>= 1); iterations before
+        ``probe_start`` do not count while ``refine_probe`` is on.
+    seed : seeds the batch order and the held-out positions.
     """
 
     iterations: int = 50
@@ -60,10 +71,13 @@ class RefineConfig:
     alpha: float = 0.5
     refine_probe: bool = False
     probe_start: int = 5
+    holdout: float = 0.1
+    patience: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, minimum in (("iterations", 1), ("batch_size", 1), ("probe_start", 0), ("seed", 0)):
+        for name, minimum in (("iterations", 1), ("batch_size", 1), ("probe_start", 0), ("patience", 1),
+                              ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
                 raise ValueError(f"RefineConfig.{name}: must be an int >= {minimum}, got {value!r}")
@@ -74,6 +88,9 @@ class RefineConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not low < value <= high:
                 raise ValueError(f"RefineConfig.{name}: must be a number in ({low}, {high}], got {value!r}")
+        value = self.holdout
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 0.5:
+            raise ValueError(f"RefineConfig.holdout: must be a number in [0, 0.5), got {value!r}")
 
 
 @dataclass
@@ -84,15 +101,20 @@ class RefineResult:
         ``coverage`` marks pixels lit by at least 10 % of the brightest pixel's total illumination;
         ``centroids`` are the (M, 2) scan positions [x, y].
     probe : (N, N) complex64, the dataset's probe or its refinement.
-    loss : per-iteration mean data misfit (amplitude: mean (|Ψ| - X)² in units of X²; nll: Poisson
-        deviance per pixel in counts), evaluated during the pass.
+    loss : per-iteration mean data misfit of the fitted positions (amplitude: mean (|Ψ| - X)² in units of
+        X²; nll: Poisson deviance per pixel in counts), evaluated during the pass.
     seconds : wall time of the iterations.
+    holdout_loss : the held-out positions' misfit (same units) of the start and after each iteration
+        (length iterations run + 1); empty without a holdout.
+    best_iteration : iterations whose object is returned (0: the start); the last one without a holdout.
     """
 
     reconstruction: "Reconstruction"
     probe: np.ndarray
     loss: list
     seconds: float
+    holdout_loss: list = field(default_factory=list)
+    best_iteration: int = 0
 
 
 def canvas_geometry(xcoords: np.ndarray, ycoords: np.ndarray, N: int) -> tuple[int, int, int]:
@@ -173,7 +195,8 @@ def refine(dataset: "PtychoDataset", config: RefineConfig = RefineConfig(),
     obj = tf.Variable(_initial_canvas(initial, x0, y0, side))
     probe_var = tf.Variable(probe)
     rng = np.random.default_rng(config.seed)
-    losses = []
+    fitted, held = _split_positions(x.size, config.holdout, config.seed)
+    losses, held_losses = [], []
     progress = None
     if verbose:
         import keras
@@ -181,27 +204,77 @@ def refine(dataset: "PtychoDataset", config: RefineConfig = RefineConfig(),
         progress = keras.utils.Progbar(config.iterations, unit_name="iteration")
     start = time.perf_counter()
     tensors = [tf.constant(a) for a in (rows0, cols0, fx, fy, data)]
+    held_tensors = [tf.gather(t, tf.constant(held)) for t in tensors]
     mask_t = tf.constant(unshifted_mask)
+    best = _Best()
+    if held.size:
+        held_losses.append(_mean_misfit(solver, obj, probe_var, held_tensors, mask_t, config.batch_size))
+        best.offer(0, held_losses[-1], obj, probe_var)
     for iteration in range(config.iterations):
-        order = rng.permutation(x.size)
+        order = fitted[rng.permutation(fitted.size)]
         update_probe = config.refine_probe and iteration >= config.probe_start
         total, count = 0.0, 0
-        for lo in range(0, x.size, config.batch_size):
+        for lo in range(0, order.size, config.batch_size):
             batch = tf.constant(order[lo:lo + config.batch_size].astype(np.int32))
             loss = solver.step(obj, probe_var, *[tf.gather(t, batch) for t in tensors], mask_t,
                                tf.constant(update_probe))
             n = int(batch.shape[0])
             total, count = total + float(loss) * n, count + n
         losses.append(total / count)
+        values = [("loss", losses[-1])]
+        if held.size:
+            held_losses.append(_mean_misfit(solver, obj, probe_var, held_tensors, mask_t, config.batch_size))
+            values.append(("held_out", held_losses[-1]))
+            counts = not (config.refine_probe and iteration < config.probe_start)
+            if not best.offer(iteration + 1, held_losses[-1], obj, probe_var) and counts:
+                best.stale += 1
         if progress is not None:
-            progress.update(iteration + 1, values=[("loss", losses[-1])])
+            progress.update(iteration + 1, values=values)
+        if best.stale >= config.patience:
+            break
     seconds = time.perf_counter() - start
+    if held.size:
+        obj.assign(best.obj)
+        probe_var.assign(best.probe)
+    best_iteration = best.iteration if held.size else len(losses)
 
     illumination = solver.illumination(probe_var, *tensors[:4]).numpy()
     coverage = illumination > 0.1 * illumination.max()
     rec = Reconstruction(obj=obj.numpy().astype(np.complex64), x0=float(x0), y0=float(y0), coverage=coverage,
                          centroids=np.stack([x, y], axis=1).astype(np.float64))
-    return RefineResult(rec, probe_var.numpy().astype(np.complex64), losses, seconds)
+    return RefineResult(rec, probe_var.numpy().astype(np.complex64), losses, seconds, held_losses, best_iteration)
+
+
+def _split_positions(M: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fitted, held) int32 position indices: round(holdout·M) positions drawn with ``seed`` are held out."""
+    n_held = int(round(holdout * M))
+    held = np.zeros(M, bool)
+    if n_held:
+        held[np.random.default_rng([seed, 1]).choice(M, n_held, replace=False)] = True
+    return np.flatnonzero(~held).astype(np.int32), np.flatnonzero(held).astype(np.int32)
+
+
+def _mean_misfit(solver: "_Solver", obj, probe, tensors, mask, batch_size: int) -> float:
+    """The mean misfit of the positions in ``tensors`` (rows0, cols0, fx, fy, data), nothing updated."""
+    total, M = 0.0, int(tensors[0].shape[0])
+    for lo in range(0, M, batch_size):
+        part = [t[lo:lo + batch_size] for t in tensors]
+        total += float(solver.misfit(obj, probe, *part, mask)) * int(part[0].shape[0])
+    return total / M
+
+
+class _Best:
+    """The lowest held-out misfit seen, the iteration and the object and probe that gave it."""
+
+    def __init__(self) -> None:
+        self.loss, self.iteration, self.stale, self.obj, self.probe = math.inf, 0, 0, None, None
+
+    def offer(self, iteration: int, loss: float, obj, probe) -> bool:
+        if not loss < self.loss:
+            return False
+        self.loss, self.iteration, self.stale = loss, iteration, 0
+        self.obj, self.probe = obj.numpy(), probe.numpy()
+        return True
 
 
 class _Solver:
@@ -212,6 +285,7 @@ class _Solver:
 
         self.N, self.side, self.config, self.scale = N, side, config, float(scale)
         self.step = tf.function(self._step, jit_compile=jit_compile)
+        self.misfit = tf.function(self._misfit, jit_compile=jit_compile, reduce_retracing=True)
         self.illumination = tf.function(self._illumination, jit_compile=jit_compile)
 
     def _window_index(self, rows0, cols0):
@@ -253,6 +327,31 @@ class _Solver:
         power = tf.broadcast_to(tf.abs(probe) ** 2, [tf.shape(rows0)[0], self.N, self.N])
         return self._spread(power, index, self._weights(fx, fy))
 
+    def _forward(self, obj, probe, rows0, cols0, fx, fy, data, mask):
+        """Patches (B, N, N), far field Ψ (B, N, N), the corrected far field Ψ' and the mean misfit."""
+        import tensorflow as tf
+
+        n = tf.cast(self.N, tf.complex64)
+        index = self._window_index(rows0, cols0)
+        weights = self._weights(fx, fy)
+        patches = self._extract(tf.convert_to_tensor(obj), index, weights)
+        far = tf.signal.fft2d(tf.convert_to_tensor(probe)[None] * patches) / n
+        amplitude = tf.abs(far)
+        pixels = tf.reduce_sum(mask * tf.ones_like(data))
+        if self.config.loss == "amplitude":
+            target = tf.complex(data / (amplitude + 1e-12), tf.zeros_like(data)) * far
+            return patches, far, target, tf.reduce_sum(mask * (amplitude - data) ** 2) / pixels
+        s2 = self.scale ** 2
+        counts, predicted = s2 * data ** 2, s2 * amplitude ** 2
+        eps = 1e-8 * tf.maximum(1.0, tf.reduce_mean(counts))
+        ratio = tf.minimum(counts / (predicted + eps), 9.0)
+        target = far * tf.complex(1.0 + 0.5 * (ratio - 1.0), tf.zeros_like(ratio))
+        deviance = predicted - counts - counts * (tf.math.log(predicted + eps) - tf.math.log(counts + eps))
+        return patches, far, target, tf.reduce_sum(mask * deviance) / pixels
+
+    def _misfit(self, obj, probe, rows0, cols0, fx, fy, data, mask):
+        return self._forward(obj, probe, rows0, cols0, fx, fy, data, mask)[3]
+
     def _step(self, obj, probe, rows0, cols0, fx, fy, data, mask, update_probe):
         import tensorflow as tf
 
@@ -260,21 +359,8 @@ class _Solver:
         index = self._window_index(rows0, cols0)
         weights = self._weights(fx, fy)
         P = tf.convert_to_tensor(probe)
-        patches = self._extract(tf.convert_to_tensor(obj), index, weights)
-        psi = P[None] * patches
-        far = tf.signal.fft2d(psi) / n
+        patches, far, target, residual = self._forward(obj, probe, rows0, cols0, fx, fy, data, mask)
         amplitude = tf.abs(far)
-        if cfg.loss == "amplitude":
-            target = tf.complex(data / (amplitude + 1e-12), tf.zeros_like(data)) * far
-            residual = tf.reduce_sum(mask * (amplitude - data) ** 2) / tf.reduce_sum(mask * tf.ones_like(data))
-        else:
-            s2 = self.scale ** 2
-            counts, predicted = s2 * data ** 2, s2 * amplitude ** 2
-            eps = 1e-8 * tf.maximum(1.0, tf.reduce_mean(counts))
-            ratio = tf.minimum(counts / (predicted + eps), 9.0)
-            target = far * tf.complex(1.0 + 0.5 * (ratio - 1.0), tf.zeros_like(ratio))
-            deviance = predicted - counts - counts * (tf.math.log(predicted + eps) - tf.math.log(counts + eps))
-            residual = tf.reduce_sum(mask * deviance) / tf.reduce_sum(mask * tf.ones_like(data))
         mask_c = tf.complex(mask, tf.zeros_like(mask))
         delta = tf.signal.ifft2d((target - far) * mask_c[None]) * n  # exit-wave correction (B, N, N)
 

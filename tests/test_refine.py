@@ -116,8 +116,51 @@ def test_seeded_and_deterministic():
     assert a.loss == b.loss
 
 
+def _low_dose(seed, nphotons=100.0):
+    """A 529-position scan of a 64-px lines object at ``nphotons`` per pattern: noise dominates."""
+    obj = lines_object(64, 40, np.random.default_rng(seed))
+    data = _noiseless(obj, step=2.0)
+    s = physics.intensity_scale(data.diffraction, nphotons)
+    counts = np.random.default_rng(seed + 10).poisson((s * data.diffraction.astype(np.float64)) ** 2)
+    return obj, PtychoDataset(diffraction=(np.sqrt(counts) / s).astype(np.float32), xcoords=data.xcoords,
+                              ycoords=data.ycoords, probe=data.probe, nphotons=nphotons)
+
+
+def test_holdout_returns_the_object_of_the_lowest_held_out_misfit():
+    _, data = _low_dose(0)
+    config = RefineConfig(iterations=40, batch_size=16, holdout=0.1, patience=3)
+    result = refine(data, config)
+    held = result.holdout_loss
+    assert len(held) == len(result.loss) + 1  # the start, then one per iteration run
+    assert result.best_iteration == int(np.argmin(held)) >= 1
+    assert len(result.loss) == result.best_iteration + config.patience < config.iterations  # stopped early
+    # Oracle: the same passes stopped at the best iteration give the same object.
+    again = refine(data, RefineConfig(iterations=result.best_iteration, batch_size=16, holdout=0.1, patience=3))
+    np.testing.assert_allclose(again.reconstruction.obj, result.reconstruction.obj, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_held_out_stopping_beats_fitting_the_noise_at_low_dose(seed):
+    obj, data = _low_dose(seed)
+    scores = {}
+    for holdout in (0.1, 0.0):
+        rec, truth = _scanned(refine(data, RefineConfig(iterations=50, batch_size=16, holdout=holdout)), obj)
+        scores[holdout] = ssim(np.abs(rec), np.abs(truth))
+    assert scores[0.1] > scores[0.0] + 0.01, scores  # measured: +0.020, +0.043, +0.013
+
+
+def test_without_holdout_every_iteration_runs_and_the_last_object_is_returned():
+    obj = lines_object(48, 30, np.random.default_rng(7))
+    data = _noiseless(obj)
+    result = refine(data, RefineConfig(iterations=4, batch_size=16, holdout=0.0))
+    assert result.holdout_loss == [] and result.best_iteration == len(result.loss) == 4
+    tiny = refine(data, RefineConfig(iterations=2, batch_size=16, holdout=0.001))  # < 1 position held out
+    assert tiny.holdout_loss == [] and tiny.best_iteration == 2
+
+
 @pytest.mark.parametrize("field, value", [("iterations", 0), ("batch_size", 0), ("loss", "l2"),
-                                          ("object_step", 0.0), ("alpha", 2.0), ("seed", -1)])
+                                          ("object_step", 0.0), ("alpha", 2.0), ("seed", -1), ("holdout", 0.5),
+                                          ("holdout", -0.1), ("holdout", True), ("patience", 0)])
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"RefineConfig.{field}"):
         RefineConfig(**{field: value})
