@@ -9,7 +9,14 @@ reconstructed, with the probe known and the positions fixed, from an object of o
 - pty-chi's LSQML: Poisson noise model, E epochs (default 30), random batches of B positions (default 32,
   as ``ptycho.refine``; pty-chi's own default of 100 reaches 0.766 instead of 0.744 SSIM at 1e4), on the CPU;
   the probe rescaling of the first epoch and the object/probe ambiguity removal are off;
-- ``ptycho.refine.refine`` with ``RefineConfig(iterations=K, loss='nll')`` (K default 30).
+- ``ptycho.refine.refine`` with ``RefineConfig(iterations=K, loss='nll')`` (K default 30; held-out early
+  stopping on, as by default);
+- with ``--study-dir DIR`` (a quick-preset, seed-0 study whose ``high_nll`` / ``low_nll`` arms are complete,
+  e.g. ``--arms high_nll_refined low_nll_refined``): PINN + refinement — the arm's network (``wts.h5.zip``)
+  reconstructs the test scan (inference and stitch, as the study does) and ``ptycho.refine`` starts from that
+  stitch for ``--pinn-iterations`` (default 10: a warm start needs a fraction of the passes from ones);
+  its CPU and wall seconds count both (not the model's loading, nor its training, done once per
+  experiment), and ``pinn_cpu_ratio`` = LSQML / (inference + refinement).
 
 Each gets its amplitude SSIM on the scanned region (``ptycho.scan_region.evaluate_on_scan`` with the scan
 positions as centroids; ``*_ssim_study_region`` uses the group centroids, as the study's metrics.json does),
@@ -48,6 +55,7 @@ import numpy as np
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime (docstring)
 DOSES = {"1e9": "high_iterative", "1e4": "low_iterative"}  # the study's refine arms: its test scans per dose
+NETWORK_ARMS = {"1e9": "high_nll", "1e4": "low_nll"}
 
 
 def import_ptychi():
@@ -104,11 +112,37 @@ def run_lsqml(ptychi, ds, epochs: int, batch_size: int):
     return obj.astype(np.complex64), (x0, y0), cpu, wall
 
 
+def run_pinn_refined(study, arm: str, ds, iterations: int) -> dict:
+    """The stored network of ``arm`` reconstructs ``ds`` (its test scan, grouped as the study groups it), then
+    ``ptycho.refine`` refines that stitch: {'network', 'refined', CPU and wall seconds of both together}."""
+    from ptycho import inference
+    from ptycho.persistence import load_model
+    from ptycho.refine import RefineConfig, refine
+    from ptycho.studies.dose.arm import arm_dir, is_complete
+
+    if not is_complete(study, arm):
+        raise SystemExit(f"--study-dir {study.output_dir}: arm {arm} is not complete for the quick preset, seed 0")
+    _, diffraction_to_obj, _ = load_model(str(arm_dir(study, arm) / "wts.h5.zip"))
+    cpu, wall = time.process_time(), time.perf_counter()
+    network = inference.reconstruct(diffraction_to_obj, ds, M=study.stitch_M)
+    inference_cpu = time.process_time() - cpu
+    refined = refine(ds, RefineConfig(iterations=iterations, loss="nll", seed=study.seed), initial=network)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {"network": network, "refined": refined.reconstruction, "pinn_inference_cpu_s": round(inference_cpu, 1),
+            "pinn_refined_cpu_s": round(cpu, 1), "pinn_refined_wall_s": round(wall, 1),
+            "pinn_iterations": iterations, "pinn_best_iteration": refined.best_iteration}
+
+
 def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=30, help="ptycho.refine iterations (K)")
     parser.add_argument("--epochs", type=int, default=30, help="LSQML epochs")
     parser.add_argument("--batch-size", type=int, default=32, help="LSQML positions per batch")
+    parser.add_argument("--study-dir", default=None,
+                        help="quick-preset seed-0 study output with complete high_nll / low_nll arms: also time "
+                             "PINN + refinement from each arm's network")
+    parser.add_argument("--pinn-iterations", type=int, default=10,
+                        help="ptycho.refine iterations from the network's reconstruction (with --study-dir)")
     args = parser.parse_args()
     result = {"benchmark": "ptychi", "iterations": args.iterations, "epochs": args.epochs,
               "lsqml_batch_size": args.batch_size}
@@ -127,7 +161,7 @@ def main() -> dict:
 
     import ptychi as ptychi_pkg
 
-    study = StudyConfig(output_dir="unused", preset="quick", seed=0, arms=tuple(DOSES.values()))
+    study = StudyConfig(output_dir=args.study_dir or "unused", preset="quick", seed=0, arms=tuple(DOSES.values()))
     truth = make_ground_truth(study)
     result.update(ptychi_version=ptychi_pkg.__version__, torch_version=torch.__version__,
                   torch_threads=torch.get_num_threads(),
@@ -154,6 +188,12 @@ def main() -> dict:
             "refine_cpu_s": round(ours_cpu, 1), "refine_wall_s": round(ours_wall, 1),
             "cpu_ratio": round(lsqml_cpu / ours_cpu, 2),
         }
+        if args.study_dir is not None:
+            pinn = run_pinn_refined(study, NETWORK_ARMS[dose], ds, args.pinn_iterations)
+            network_ssim, pinn_ssim = ssims(pinn.pop("network"), ds), ssims(pinn.pop("refined"), ds)
+            result[dose].update(network_ssim_study_region=network_ssim[1], pinn_refined_ssim=pinn_ssim[0],
+                                pinn_refined_ssim_study_region=pinn_ssim[1], **pinn,
+                                pinn_cpu_ratio=round(lsqml_cpu / pinn["pinn_refined_cpu_s"], 2))
         print(f"bench_ptychi: {dose}: {result[dose]}", file=sys.stderr, flush=True)
     return result
 
