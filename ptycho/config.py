@@ -163,10 +163,15 @@ OBJECT_KINDS = ("lines", "grf", "grf_complex")
 class SimulationConfig:
     """A synthetic data set (SPEC §3).
 
-    ``n_positions`` scan positions on an ``object_size``² object; ``n_groups`` groups of C = gridsize²
-    neighbours (default: one per position). ``seed`` drives the object, positions and grouping;
-    ``noise_seed`` (default: derived from ``seed``) drives only the Poisson noise, so data sets at
-    different doses can share everything but their noise. ``probe_defocus`` (radians of quadratic phase at
+    ``n_positions`` scan positions on an ``object_size``² object (``scan``: 'random' or a 'grid' of step
+    ``grid_step``); ``n_groups`` groups of C = gridsize² neighbours chosen among each seed's ``K`` nearest
+    positions (default: one group per position; K None: ``grouping.default_neighbours(gridsize)``, 7 for
+    gridsize <= 2). ``seed`` drives the object, positions, grouping and noise; ``object_seed`` (default:
+    ``seed``) replaces it for the object alone and ``scan_seed`` (default: ``seed``) for the positions and the
+    grouping alone, each drawing the stream that seed would have drawn: ``object_seed=0, scan_seed=1`` scans
+    the object of seed 0 at the positions of seed 1. ``noise_seed`` (default: derived from ``seed``) drives
+    only the Poisson noise, so data sets at different doses can share everything but their noise.
+    ``probe_defocus`` (radians of quadratic phase at
     the default probe disk's edge, ``probe.defocus_probe``) makes the default probe that of a defocused
     beam; 0 keeps the real disk of SPEC §3.
     """
@@ -181,13 +186,15 @@ class SimulationConfig:
     scan: str = "random"
     grid_step: float = 4.0
     buffer: float = 15.0
-    K: int = 7
+    K: Optional[int] = None
     nphotons: float = 1e9
     probe_scale: float = 4.0
     default_probe_scale: float = 0.7
     probe_defocus: float = 0.0
     seed: int = 0
     noise_seed: Optional[int] = None
+    object_seed: Optional[int] = None
+    scan_seed: Optional[int] = None
 
     def __post_init__(self) -> None:
         _validate_patch_size(self)
@@ -202,9 +209,10 @@ class SimulationConfig:
         _require_float(self, "buffer", 0.0, strict=False)
         if 2 * self.buffer >= self.object_size:
             _fail(self, "buffer", f"must be < object_size / 2 = {self.object_size / 2}, got {self.buffer}")
-        _require_int(self, "K", 1)
-        if self.gridsize > 1 and self.K < self.C:
-            _fail(self, "K", f"must be >= gridsize**2 = {self.C}, got {self.K}")
+        if self.K is not None:
+            _require_int(self, "K", 1)
+            if self.gridsize > 1 and self.K < self.C:
+                _fail(self, "K", f"must be >= gridsize**2 = {self.C}, got {self.K}")
         if self.gridsize > 1 and self.n_positions < self.C:
             _fail(self, "n_positions", f"must be >= gridsize**2 = {self.C}, got {self.n_positions}")
         _require_float(self, "nphotons")
@@ -214,8 +222,9 @@ class SimulationConfig:
                 or not math.isfinite(self.probe_defocus):
             _fail(self, "probe_defocus", f"must be a finite number of radians, got {self.probe_defocus!r}")
         _require_int(self, "seed", 0)
-        if self.noise_seed is not None:
-            _require_int(self, "noise_seed", 0)
+        for field in ("noise_seed", "object_seed", "scan_seed"):
+            if getattr(self, field) is not None:
+                _require_int(self, field, 0)
 
     @property
     def C(self) -> int:

@@ -349,7 +349,7 @@ def open_npz(path, what: str = "an NPZ archive with keys") -> np.lib.npyio.NpzFi
     return npz
 
 
-def load_npz(path, gridsize: int = 1, K: int = 7, n_groups: Optional[int] = None, seed: int = 0,
+def load_npz(path, gridsize: int = 1, K: Optional[int] = None, n_groups: Optional[int] = None, seed: int = 0,
              nphotons: Optional[float] = None) -> PtychoDataset:
     """Load and validate a data set written in the NPZ format of SPEC §3.
 
@@ -402,9 +402,12 @@ def save_npz(path, dataset: PtychoDataset) -> None:
         arrays["nphotons"] = np.float64(dataset.nphotons)
     if dataset.mask is not None:
         arrays["mask"] = dataset.mask.astype(np.uint8)
+    from ptycho import files
+
     target = os.path.abspath(os.fspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=os.path.dirname(target))
     try:
+        files.ordinary_mode(fd)  # mkstemp's 0600 would make the data file private (FILE-MODE-001)
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
         os.replace(tmp, target)

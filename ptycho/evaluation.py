@@ -22,7 +22,9 @@ writes it as ``Infinity``; a caller that needs strict JSON must map it, e.g. to 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage
@@ -54,6 +56,7 @@ class Alignment:
     phase_offset : radians added to the reconstruction's phase (global offset removal).
     phase_plane  : (gy, gx) radians/pixel of the phase ramp added (0, 0 unless requested).
     registration_rejected : True if the shift found exceeded ``max_shift`` and none was applied.
+    shift_found : (dy, dx) px, the shift registration found (``shift`` unless rejected; None when unknown).
     """
 
     recon: np.ndarray
@@ -63,6 +66,7 @@ class Alignment:
     phase_offset: float
     phase_plane: tuple[float, float]
     registration_rejected: bool = False
+    shift_found: Optional[tuple[float, float]] = None
 
 
 # ----------------------------------------------------------------------------- validation
@@ -236,6 +240,7 @@ def align(recon, truth, upsample_factor: int = 20, remove_phase_plane: bool = Fa
     """
     recon, truth = _as_pair(recon, truth, ("recon", "truth"), MIN_SIDE)
     shift = register(recon, truth, upsample_factor, refine)
+    found = (float(shift[0]), float(shift[1]))
     rejected = bool(np.max(np.abs(shift)) > max_shift)
     if rejected:
         shift = np.zeros(2)
@@ -257,7 +262,7 @@ def align(recon, truth, upsample_factor: int = 20, remove_phase_plane: bool = Fa
     mean_amp = np.mean(np.abs(moved))
     if mean_amp > 0 and abs(np.mean(np.abs(truth)) / mean_amp - 1.0) > ROUND_OFF:
         moved = moved * (np.mean(np.abs(truth)) / mean_amp)
-    return Alignment(moved, truth, shift, border, offset, plane, rejected)
+    return Alignment(moved, truth, shift, border, offset, plane, rejected, found)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -299,13 +304,24 @@ def ssim(a, b, data_range=None) -> float:
                                        use_sample_covariance=False))
 
 
-def frc(a, b) -> tuple[np.ndarray, np.ndarray]:
+def hann_window(n: int) -> np.ndarray:
+    """(n, n) separable periodic Hann window ``sin²(π·i/n)·sin²(π·j/n)`` (0 at the first row and column)."""
+    w = np.sin(np.pi * np.arange(n) / n) ** 2
+    return np.outer(w, w)
+
+
+def frc(a, b, apodize: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Fourier ring correlation of two same-shape (H, W) real or complex images.
 
-    Both are cropped to their central n×n square, n = min(H, W); no apodisation window. Ring r
-    (r = 0 … n//2) holds the DFT frequencies with round(|k|·n) = r; frequencies beyond n//2 (the
-    corners) are ignored. ``FRC(r) = Re Σ F_a·conj(F_b) / sqrt(Σ|F_a|² · Σ|F_b|²)``, and 0 for a ring
-    where either image has no power.
+    Both are cropped to their central n×n square, n = min(H, W). ``apodize=False`` (the default, and
+    :func:`frc50`'s): no window. ``apodize=True``: each image minus its window-weighted mean is multiplied
+    by :func:`hann_window` first. Without a window the jump between opposite edges of a non-periodic crop
+    puts power on the k_x = 0 and k_y = 0 axes at every frequency, and the reconstruction and the truth share
+    those edges, so the correlation stays high up to Nyquist however blurred the reconstruction is (ledger
+    EVAL-FRC-RESOLUTION-001); with the window ring 0 holds nothing (0). Ring r (r = 0 … n//2) holds the DFT
+    frequencies with round(|k|·n) = r; frequencies beyond n//2 (the corners) are ignored.
+    ``FRC(r) = Re Σ F_a·conj(F_b) / sqrt(Σ|F_a|² · Σ|F_b|²)``, and 0 for a ring where either image has no
+    power.
 
     Returns ``freqs`` (n//2 + 1,) float64 in cycles per pixel, r/n (0 … 0.5 for even n), and
     ``curve`` (n//2 + 1,) float64 in [−1, 1].
@@ -313,8 +329,13 @@ def frc(a, b) -> tuple[np.ndarray, np.ndarray]:
     a, b = _as_pair(a, b, min_side=2)
     n = min(a.shape)
     top, left = (a.shape[0] - n) // 2, (a.shape[1] - n) // 2
-    fa = np.fft.fft2(a[top:top + n, left:left + n])
-    fb = np.fft.fft2(b[top:top + n, left:left + n])
+    a, b = a[top:top + n, left:left + n], b[top:top + n, left:left + n]
+    if apodize:
+        window = hann_window(n)
+        a = (a - np.sum(a * window) / np.sum(window)) * window
+        b = (b - np.sum(b * window) / np.sum(window)) * window
+    fa = np.fft.fft2(a)
+    fb = np.fft.fft2(b)
     k = np.fft.fftfreq(n) * n
     rings = np.rint(np.hypot(k[:, None], k[None, :])).astype(int).ravel()
     n_rings = n // 2 + 1
@@ -329,6 +350,8 @@ def frc(a, b) -> tuple[np.ndarray, np.ndarray]:
     curve = np.zeros(n_rings)
     positive = power > 0
     curve[positive] = cross[positive] / np.sqrt(power[positive])
+    if apodize:
+        curve[0] = 0.0  # the mean was removed: ring 0 holds round-off only
     return np.arange(n_rings) / n, curve
 
 
@@ -349,12 +372,98 @@ def frc50(a, b) -> float:
     return float(freqs[i - 1] + t * (freqs[i] - freqs[i - 1]))
 
 
+#: The fixed FRC threshold of the resolution measure (van Heel & Schatz 2005: 1/7 for a comparison
+#: against a reference; "half-bit" is the information-based alternative, :func:`half_bit_threshold`).
+FRC_THRESHOLD = 1.0 / 7.0
+
+
+def half_bit_threshold(n: int) -> np.ndarray:
+    """The half-bit FRC threshold (van Heel & Schatz 2005) per ring of an n×n image: (n//2 + 1,) float64.
+
+    ``T(r) = (0.2071 + 1.9102/√n_r) / (1.2071 + 0.9102/√n_r)`` with n_r the number of DFT frequencies in ring r.
+    """
+    k = np.fft.fftfreq(n) * n
+    rings = np.rint(np.hypot(k[:, None], k[None, :])).astype(int).ravel()
+    counts = np.maximum(np.bincount(rings[rings <= n // 2], minlength=n // 2 + 1), 1).astype(np.float64)
+    root = np.sqrt(counts)
+    return (0.2071 + 1.9102 / root) / (1.2071 + 0.9102 / root)
+
+
+def frc_cutoff(a, b, threshold=FRC_THRESHOLD):
+    """Resolution of ``a`` against ``b``: the first spatial frequency (cycles per pixel) at which their
+    apodised Fourier ring correlation (:func:`frc` with ``apodize=True``) falls below ``threshold``.
+
+    ``threshold``: a number (default 1/7) or ``"half-bit"`` (:func:`half_bit_threshold`). Linear interpolation
+    between the last ring at or above the threshold and the first below it; ring 0 (the mean, removed by the
+    apodisation) is skipped, and if ring 1 is already below, the result is ring 1's frequency 1/n (nothing
+    correlates at any scale). Returns ``None`` when the curve never falls below the threshold up to Nyquist
+    (0.5 cycles/px): the resolution is not limited within this image (a half-period of at most 1 px) — never a
+    value pinned at the cap. The half-period in pixels, the finest resolved feature, is ``1 / (2·cutoff)``
+    (:func:`half_period`). Unlike the correlation at 0.5 of :func:`frc50` (unapodised), this falls with blur
+    (ledger EVAL-FRC-RESOLUTION-001).
+    """
+    freqs, curve = frc(a, b, apodize=True)
+    if isinstance(threshold, str):
+        if threshold != "half-bit":
+            raise ValueError(f"threshold: must be a number in (0, 1) or 'half-bit', got {threshold!r}")
+        limit = half_bit_threshold(2 * (len(freqs) - 1) if len(freqs) > 1 else 1)
+    else:
+        if not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
+            raise ValueError(f"threshold: must be a number in (0, 1) or 'half-bit', got {threshold!r}")
+        limit = np.full(len(freqs), float(threshold))
+    if len(freqs) < 2:
+        return None
+    below = np.nonzero(curve[1:] < limit[1:])[0]
+    if below.size == 0:
+        return None
+    i = int(below[0]) + 1
+    if i == 1:
+        return float(freqs[1])
+    over_prev, over_here = curve[i - 1] - limit[i - 1], curve[i] - limit[i]
+    t = over_prev / (over_prev - over_here)
+    return float(freqs[i - 1] + t * (freqs[i] - freqs[i - 1]))
+
+
+def half_period(cutoff):
+    """Half-period in pixels, ``1 / (2·cutoff)``, of an FRC cutoff in cycles per pixel; None for None."""
+    return None if cutoff is None or cutoff <= 0 else float(0.5 / cutoff)
+
+
+def correlation(recon, truth) -> float:
+    """Pearson correlation of two same-shape images' amplitudes (nan if either is constant).
+
+    Where the truth's amplitude is flat (relative std < 1e-6: a pure-phase object) the complex images are
+    correlated instead (magnitude of the normalised complex correlation of the mean-subtracted images).
+    """
+    recon, truth = _as_pair(recon, truth, ("recon", "truth"))
+    a, b = np.abs(recon).ravel(), np.abs(truth).ravel()
+    if b.std() <= 1e-6 * max(b.mean(), 1e-300):
+        a, b = recon.ravel() - recon.mean(), truth.ravel() - truth.mean()
+        norm = np.sqrt(np.sum(np.abs(a) ** 2) * np.sum(np.abs(b) ** 2))
+        return float(np.abs(np.vdot(a, b)) / norm) if norm > 0 else math.nan
+    a, b = a - a.mean(), b - b.mean()
+    norm = np.sqrt(np.sum(a ** 2) * np.sum(b ** 2))
+    return float(np.sum(a * b) / norm) if norm > 0 else math.nan
+
+
 # ----------------------------------------------------------------------------- evaluate
 
 METRIC_KEYS = ("amplitude_mae", "phase_mae", "amplitude_psnr", "phase_psnr", "amplitude_ssim",
                "phase_ssim", "amplitude_frc50", "phase_frc50")
+#: Resolution (:func:`frc_cutoff` at 1/7, cycles/px; None = not reached up to Nyquist) and its half-period (px).
+RESOLUTION_KEYS = ("amplitude_frc_cutoff", "amplitude_half_period", "phase_frc_cutoff", "phase_half_period")
 #: The phase metrics, reported as None (not applicable) where the truth's phase is flat.
 PHASE_METRIC_KEYS = tuple(k for k in METRIC_KEYS if k.startswith("phase_"))
+#: Every phase key of the result (None where the truth's phase is flat).
+PHASE_RESULT_KEYS = PHASE_METRIC_KEYS + tuple(k for k in RESOLUTION_KEYS if k.startswith("phase_"))
+#: Every key of :func:`evaluate`'s result.
+RESULT_KEYS = METRIC_KEYS + RESOLUTION_KEYS + ("correlation", "shift", "shift_found", "registration_rejected")
+#: A reconstruction and its truth share a grid (positions in object pixels), so a right reconstruction of
+#: the right object registers within a pixel or so: a larger shift found, or an amplitude correlation below
+#: MIN_CORRELATION, means the truth is not the scan's object or the reconstruction failed
+#: (:func:`agreement_warnings`, ledger EVAL-TRUTH-MISMATCH-001).
+SUSPICIOUS_SHIFT = 2.0
+MIN_CORRELATION = 0.3
 #: Truth phase spread (rad, :func:`phase_spread`) below which the phase metrics are not applicable.
 FLAT_PHASE_RAD = 1e-3
 
@@ -392,15 +501,20 @@ def evaluate(recon, truth, crop: int = DEFAULT_CROP, upsample_factor: int = 20,
     crop : minimum border (px) dropped on every side after alignment (default 4; at least
         ceil(max|shift|) is always dropped).
 
-    Returns a dict with exactly the keys of :data:`METRIC_KEYS` (floats) plus ``shift`` = [dy, dx] (px,
-    applied to recon) and ``registration_rejected`` (bool, see :func:`align`). PSNR and SSIM peaks: the
+    Returns a dict with exactly the keys of :data:`RESULT_KEYS`: those of :data:`METRIC_KEYS` (floats);
+    the resolution of :data:`RESOLUTION_KEYS` (``<part>_frc_cutoff``: :func:`frc_cutoff` at 1/7 in cycles per
+    pixel, ``<part>_half_period`` = 1/(2·cutoff) in pixels; both None when the FRC never falls below 1/7);
+    ``correlation`` (:func:`correlation` of the registered images); ``shift`` = [dy, dx] (px, applied to
+    recon; [0, 0] when rejected), ``shift_found`` = [dy, dx] the registration found (equal to ``shift`` unless
+    rejected) and ``registration_rejected`` (bool, see :func:`align`). PSNR and SSIM peaks: the
     truth's amplitude range (1.0 if the truth amplitude is constant); for phase the truth's phase range.
     Phase images are compared as ``φ_truth`` vs ``φ_truth + wrap(φ_recon − φ_truth)`` after offset removal.
     A perfect reconstruction gives PSNR ``inf``.
 
     Where the truth's phase is flat on the compared region (:func:`phase_spread` < :data:`FLAT_PHASE_RAD`,
-    1 mrad: e.g. the default lines object, phase 0) the phase metrics (MAE, PSNR, SSIM, FRC50) are not
-    applicable and are ``None`` (JSON null; "n/a" in tables): after the global phase offset is removed, a
+    1 mrad: e.g. the default lines object, phase 0) the phase metrics (MAE, PSNR, SSIM, FRC50, FRC cutoff,
+    half-period) are not applicable and are ``None`` (JSON null; "n/a" in tables): after the global phase
+    offset is removed, a
     reconstruction with any nearly flat phase would otherwise score SSIM ≈ 1 and PSNR > 100 dB against it
     (ledger EVAL-PHASE-NA-001).
     """
@@ -409,6 +523,7 @@ def evaluate(recon, truth, crop: int = DEFAULT_CROP, upsample_factor: int = 20,
     if recon.shape != truth.shape:
         raise ValueError(f"recon and truth: shapes differ, {recon.shape} vs {truth.shape}")
     aligned = align(recon, truth, upsample_factor, remove_phase_plane, crop, refine, max_shift)
+    found = aligned.shift_found if aligned.shift_found is not None else aligned.shift
     amp_r, amp_t = np.abs(aligned.recon), np.abs(aligned.truth)
     ph_t = np.angle(aligned.truth)
     ph_r = ph_t + wrap_phase(np.angle(aligned.recon) - ph_t)
@@ -423,9 +538,43 @@ def evaluate(recon, truth, crop: int = DEFAULT_CROP, upsample_factor: int = 20,
         "phase_ssim": ssim(ph_r, ph_t, ph_peak),
         "amplitude_frc50": frc50(amp_r, amp_t),
         "phase_frc50": frc50(ph_r, ph_t),
-        "shift": [float(aligned.shift[0]), float(aligned.shift[1])],
-        "registration_rejected": aligned.registration_rejected,
     }
+    for part, (r_img, t_img) in (("amplitude", (amp_r, amp_t)), ("phase", (ph_r, ph_t))):
+        cutoff = frc_cutoff(r_img, t_img)
+        result[f"{part}_frc_cutoff"] = cutoff
+        result[f"{part}_half_period"] = half_period(cutoff)
+    result.update({
+        "correlation": correlation(aligned.recon, aligned.truth),
+        "shift": [float(aligned.shift[0]), float(aligned.shift[1])],
+        "shift_found": [float(found[0]), float(found[1])],
+        "registration_rejected": aligned.registration_rejected,
+    })
     if phase_spread(aligned.truth) < FLAT_PHASE_RAD:  # a flat truth phase: nothing to compare (EVAL-PHASE-NA-001)
-        result.update(dict.fromkeys(PHASE_METRIC_KEYS))
+        result.update(dict.fromkeys(PHASE_RESULT_KEYS))
     return result
+
+
+def agreement_warnings(result, max_shift: float = DEFAULT_MAX_SHIFT) -> list[str]:
+    """One warning (a list of at most one line) when :func:`evaluate`'s ``result`` says the reconstruction and
+    the truth do not belong together; [] otherwise.
+
+    Evidence: a shift found larger than :data:`SUSPICIOUS_SHIFT` px (rejected when above ``max_shift``), or
+    ``correlation`` below :data:`MIN_CORRELATION`. Both images share the object's pixel grid by construction,
+    so either means the truth is another object (or another object size), or the reconstruction failed; the
+    metrics then compare unrelated images (ledger EVAL-TRUTH-MISMATCH-001).
+    """
+    evidence = []
+    found = result.get("shift_found") or result.get("shift")
+    if found is not None and max(abs(found[0]), abs(found[1])) > SUSPICIOUS_SHIFT:
+        applied = ("rejected as more than %g px, so the images are compared unshifted" % max_shift
+                   if result.get("registration_rejected") else "applied")
+        evidence.append(f"registration found a shift of [{found[0]:.3g}, {found[1]:.3g}] px ({applied}), where a "
+                        f"reconstruction of this scan registers within {SUSPICIOUS_SHIFT:g} px")
+    r = result.get("correlation")
+    if r is not None and not (r >= MIN_CORRELATION):  # nan counts as no correlation
+        evidence.append(f"its amplitude correlates with the truth's at only r = {r:.2f} (< {MIN_CORRELATION:g})")
+    if not evidence:
+        return []
+    return [f"the reconstruction does not match the truth: {'; '.join(evidence)}. Either the truth is not the object "
+            "this scan measured (another object or object size?) or the reconstruction failed; the metrics compare "
+            "unrelated images"]

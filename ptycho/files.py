@@ -23,6 +23,22 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 
+def ordinary_mode(fd_or_path) -> None:
+    """Give a file the mode ``open()`` would have: 0o666 less the process umask (0644 under umask 022).
+
+    ``tempfile.mkstemp`` creates files with mode 0600 (private), which every output written through a
+    temporary file and ``os.replace`` would otherwise keep (ledger FILE-MODE-001). ``fd_or_path``: an open
+    file descriptor or a path.
+    """
+    mask = os.umask(0)  # the umask can only be read by setting it; restored at once
+    os.umask(mask)
+    mode = 0o666 & ~mask
+    if isinstance(fd_or_path, int):
+        os.fchmod(fd_or_path, mode)
+    else:
+        os.chmod(fd_or_path, mode)
+
+
 @contextlib.contextmanager
 def atomic_paths(paths: Sequence[os.PathLike | str]) -> Iterator[list[Path]]:
     """Yield one temporary path per destination in ``paths``; on success rename each onto its destination.
@@ -44,6 +60,7 @@ def atomic_paths(paths: Sequence[os.PathLike | str]) -> Iterator[list[Path]]:
         if unwritten:
             raise FileNotFoundError(f"{', '.join(unwritten)}: output was not written")
         for target, tmp in zip(targets, temps):
+            ordinary_mode(tmp)  # a writer may itself have gone through mkstemp (0600)
             os.replace(tmp, target)
     finally:
         for tmp in temps:

@@ -14,6 +14,18 @@ from scipy.spatial import cKDTree
 
 #: Above this many C-subsets per seed, ``group_positions`` samples combinations instead of listing them.
 _MAX_ENUMERATED_COMBINATIONS = 256
+#: The reference project's K (neighbours per seed, the seed included) for gridsize <= 2.
+DEFAULT_K = 7
+
+
+def default_neighbours(gridsize: int) -> int:
+    """K used when none is given: ``max(7, gridsize² + 3)``: 7 (SPEC §3) for gridsize 1 and 2, 12 for 3, 19 for 4.
+
+    K must be at least C = gridsize² for a group to exist at all, and K = C leaves each seed a single group;
+    C + 3 leaves it C(C + 2, C − 1) to choose from (20 at gridsize 2, 165 at 3) while keeping the groups
+    compact (ledger GROUPING-K-DEFAULT-001).
+    """
+    return max(DEFAULT_K, int(gridsize) ** 2 + 3)
 
 
 def require_generator(rng) -> np.random.Generator:
@@ -83,7 +95,7 @@ def _single_position_groups(M: int, n_groups: int | None, rng: np.random.Generat
     return np.concatenate([np.arange(M)] + extra)[:n_groups].astype(np.int64)[:, None]
 
 
-def group_positions(xcoords, ycoords, gridsize: int, K: int = 7, n_groups: int | None = None,
+def group_positions(xcoords, ycoords, gridsize: int, K: int | None = None, n_groups: int | None = None,
                     rng: np.random.Generator | None = None) -> np.ndarray:
     """Group scan positions into sets of C = gridsize² neighbours.
 
@@ -96,7 +108,8 @@ def group_positions(xcoords, ycoords, gridsize: int, K: int = 7, n_groups: int |
     Parameters
     ----------
     xcoords, ycoords : (M,) float, object pixels.
-    gridsize : int >= 1.   K : neighbours per seed including itself (capped at M), K >= C.
+    gridsize : int >= 1.   K : neighbours per seed including itself (capped at M), K >= C; None ->
+        :func:`default_neighbours` (7 for gridsize <= 2).
     rng : numpy Generator (required when a random choice is needed).
 
     Returns
@@ -113,6 +126,8 @@ def group_positions(xcoords, ycoords, gridsize: int, K: int = 7, n_groups: int |
                                  or n_groups < 1):
         raise ValueError(f"n_groups: must be None or a positive int, got {n_groups!r}")
     M, C = x.size, int(gridsize) ** 2
+    if K is None:
+        K = default_neighbours(gridsize)
     if C == 1:
         if n_groups is not None and n_groups != M:
             require_generator(rng)

@@ -1,6 +1,7 @@
 """Training monitors: Keras callbacks that report on a run while it trains (they never change it).
 
-:class:`EpochLog` logs one line per epoch to a run's logger. :class:`TestSSIMMonitor` reconstructs a
+:class:`EpochLog` logs one line per epoch to a run's logger, :class:`EpochLine` prints one to the terminal.
+:class:`TestSSIMMonitor` reconstructs a
 held-out test set that has ground truth after every epoch and records the amplitude SSIM on its scanned
 region (``ptycho.scan_region.evaluate_on_scan``): monitoring only — the truth never reaches the loss,
 the optimiser or any callback that acts on training (early stopping and the learning-rate schedule
@@ -45,6 +46,31 @@ class EpochLog(keras.callbacks.Callback):
                 continue
         self.log.info("%s: epoch %d/%d  %s  (%.1f s)", self.label, epoch + 1, self.nepochs, " ".join(parts),
                       time.perf_counter() - self._start)
+
+
+class EpochLine(keras.callbacks.Callback):
+    """Print ``"epoch e/n  loss=...  val_loss=...  (t s)"`` to ``stream`` at the end of each epoch (flushed).
+
+    The terminal's progress report when Keras' progress bar is off (``ptycho train --quiet``): short, one
+    line per epoch; ``test_ssim`` is added when a monitor recorded it, the learning rate once it was reduced.
+    """
+
+    def __init__(self, nepochs: int, stream, initial_lr: Optional[float] = None):
+        super().__init__()
+        self.nepochs, self.stream, self.initial_lr = nepochs, stream, initial_lr
+        self._start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"{key}={float(logs[key]):.5g}" for key in ("loss", "val_loss", "test_ssim") if key in logs]
+        lr = logs.get("learning_rate")
+        if lr is not None and self.initial_lr is not None and float(lr) < self.initial_lr * (1 - 1e-6):
+            parts.append(f"lr={float(lr):.3g}")
+        print(f"epoch {epoch + 1}/{self.nepochs}  {'  '.join(parts)}  ({time.perf_counter() - self._start:.1f} s)",
+              file=self.stream, flush=True)
 
 
 class TestSSIMMonitor(keras.callbacks.Callback):

@@ -36,6 +36,8 @@ import tempfile
 import zipfile
 import zlib
 
+from ptycho import files
+
 FORMAT = "ptycho-model-archive"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -105,6 +107,7 @@ def _write_atomically(path: str, members: dict) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        files.ordinary_mode(fd)  # not mkstemp's 0600 (FILE-MODE-001)
         with os.fdopen(fd, "wb") as handle:
             # Deflated, not stored: a stored .keras member is itself a zip, and a truncated outer
             # archive would then read as that inner zip instead of failing.

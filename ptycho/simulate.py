@@ -3,6 +3,9 @@
 Seeding: ``SeedSequence(config.seed).spawn(4)`` gives independent streams for the object, the positions,
 the grouping and (unless ``config.noise_seed`` is set) the Poisson noise. Configs differing only in
 ``nphotons`` / ``noise_seed`` therefore share object, probe, positions and groups exactly.
+``config.object_seed`` / ``config.scan_seed`` take the object / positions-and-grouping streams from
+``SeedSequence(object_seed)`` / ``SeedSequence(scan_seed)`` instead (the streams that ``seed`` = that value
+draws), so a second scan of one object is ``object_seed=S, scan_seed=T``.
 """
 from __future__ import annotations
 
@@ -111,6 +114,10 @@ def simulate_dataset(config: SimulationConfig, *, obj=None, probe=None) -> Ptych
     if not isinstance(config, SimulationConfig):
         raise ValueError(f"config: must be a SimulationConfig, got {type(config).__name__}")
     obj_ss, pos_ss, group_ss, noise_ss = np.random.SeedSequence(config.seed).spawn(4)
+    if config.object_seed is not None:  # the object stream that seed = object_seed would draw
+        obj_ss = np.random.SeedSequence(config.object_seed).spawn(4)[0]
+    if config.scan_seed is not None:  # the positions and grouping streams of seed = scan_seed
+        _, pos_ss, group_ss, _ = np.random.SeedSequence(config.scan_seed).spawn(4)
     noise_rng = np.random.default_rng(noise_ss if config.noise_seed is None else config.noise_seed)
     obj = _make_object(config, np.random.default_rng(obj_ss)) if obj is None else _check_given_object(obj, config)
     probe = default_probe(config) if probe is None else _check_given_probe(probe, config.N)

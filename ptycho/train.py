@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ptycho import diagnostics
+from ptycho import diagnostics, files
 from ptycho.config import TrainingConfig
 from ptycho.data import PtychoDataset
 from ptycho.model import (adapt_input_normalization, compile_autoencoder, get_conv_dtype, get_intensity_scale,
@@ -168,6 +168,7 @@ def write_json_atomic(path: str, payload: dict) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
     try:
+        files.ordinary_mode(fd)  # not mkstemp's 0600 (FILE-MODE-001)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(clean(payload), handle, indent=2, allow_nan=False)
         os.replace(tmp, path)

@@ -135,8 +135,10 @@ def test_reconstruct_and_evaluate_reports_a_constant_object(good, monkeypatch, c
     monkeypatch.setattr(inference, "reconstruct", lambda *args, **kwargs: rec)
     with caplog.at_level(logging.WARNING, logger="ptycho.workflow"):
         _, scored = workflow.reconstruct_and_evaluate(object(), good, good.obj)
-    assert len(scored.warnings) == 1 and scored.warnings[0].startswith("the reconstructed object is constant")
-    assert scored.warnings[0] in caplog.text
+    # a constant object correlates with nothing: the truth-agreement warning of evaluate_on_scan comes first
+    assert len(scored.warnings) == 2 and scored.warnings[0].startswith("the reconstruction does not match")
+    assert scored.warnings[1].startswith("the reconstructed object is constant")
+    assert scored.warnings[1] in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ptycho.workflow"):
         _, none = workflow.reconstruct_and_evaluate(object(), good)  # without truth: logged all the same
