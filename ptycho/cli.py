@@ -37,12 +37,14 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ptycho.argtypes import (DefaultsHelpFormatter, OneLineParser, finite_float, nonnegative_float, nonnegative_int,
-                             positive_float, positive_int, stitch_window)
+from ptycho.argtypes import (DefaultsHelpFormatter, OneLineParser, finite_float, holdout_fraction, nonnegative_float,
+                             nonnegative_int, positive_float, positive_int, stitch_window)
 
 PROG = "ptycho"
 TRAIN_LOG = "train.log"
 LOGGER_NAME = "ptycho.cli"
+#: ``reconstruct --refine``: the network's stitch is refined by default (ledger RECONSTRUCT-REFINE-DEFAULT-001).
+REFINE_DEFAULT = 30
 
 
 class CommandError(Exception):
@@ -194,7 +196,7 @@ def _add_simulate(commands) -> None:
     d = SimulationConfig()
     p = commands.add_parser(
         "simulate", help="write a simulated data set (PtychoPINN NPZ)",
-        description="Simulate far-field diffraction of a synthetic object scanned at random positions (SPEC §3) "
+        description="Simulate far-field diffraction of a synthetic object scanned at random or grid positions (SPEC §3) "
                     "and write it in the PtychoPINN NPZ format: diffraction (M, N, N) float32 amplitudes "
                     "(sqrt(counts)/s), xcoords, ycoords (M,) object pixels, probeGuess (N, N) complex64, "
                     "objectGuess complex64, group_indices (M, gridsize²), nphotons.",
@@ -539,14 +541,16 @@ def _add_reconstruct(commands) -> None:
     p.add_argument("--nphotons", type=positive_float, default=None, metavar="PHOTONS",
                    help="DATA's dose (expected counts per pattern) when the file has no 'nphotons' (default: the "
                         "file's, else its diffraction is taken as sqrt(counts))")
-    p.add_argument("--refine", type=nonnegative_int, default=0, metavar="K",
-                   help="then refine the stitched object for K iterations against all of DATA's patterns "
-                        "(ptycho.refine: the network's reconstruction + physics; 20-50 is typical)")
+    p.add_argument("--refine", type=nonnegative_int, default=REFINE_DEFAULT, metavar="K",
+                   help="then refine the stitched object for at most K iterations against DATA's patterns "
+                        "(ptycho.refine: the network's reconstruction + physics), stopping where the misfit of "
+                        "held-out positions stops falling; 0: the network alone")
     p.add_argument("--refine-probe", action="store_true",
                    help="with --refine, refine the probe too (experimental data; not for simulated data whose "
                         "probe is exact)")
     p.add_argument("--refine-loss", choices=("nll", "amplitude"), default="nll",
                    help="refinement misfit: Poisson likelihood of the counts, or least squares on sqrt(counts)")
+    _add_holdout(p, "--refine-holdout")
     _add_verbose(p)
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(handler=reconstruct)
@@ -624,10 +628,9 @@ def _refined(rec, dataset, args: argparse.Namespace):
     from ptycho.scan_region import evaluate_on_scan
 
     config = RefineConfig(iterations=args.refine, loss=args.refine_loss, refine_probe=args.refine_probe,
-                          seed=args.seed)
+                          holdout=args.refine_holdout, seed=args.seed)
     result = refine(dataset, config, initial=rec, verbose=True)
-    print(f"refined {args.refine} iterations in {result.seconds:.1f} s: misfit {result.loss[0]:.4g} -> "
-          f"{result.loss[-1]:.4g}")
+    print(refine_summary(result))
     rec = result.reconstruction
     return rec, (None if dataset.obj is None else evaluate_on_scan(rec, dataset.obj))
 
@@ -777,6 +780,7 @@ def _add_refine(commands) -> None:
     p.add_argument("--loss", choices=("nll", "amplitude"), default="nll",
                    help="Poisson likelihood of the counts, or least squares on sqrt(counts)")
     p.add_argument("--refine-probe", action="store_true", help="refine the probe too (experimental data)")
+    _add_holdout(p, "--holdout")
     p.add_argument("--nphotons", type=positive_float, default=None, metavar="PHOTONS",
                    help="DATA's dose when the file has no 'nphotons' (default: its diffraction is sqrt(counts))")
     p.add_argument("--png", metavar="PATH", default=None, help="figure of amplitude and phase (default: none)")
@@ -785,6 +789,28 @@ def _add_refine(commands) -> None:
     _add_verbose(p)
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(handler=refine_command)
+
+
+def _add_holdout(p: argparse.ArgumentParser, flag: str) -> None:
+    from ptycho.refine import RefineConfig
+
+    p.add_argument(flag, type=holdout_fraction, default=RefineConfig.holdout, metavar="F",
+                   help="fraction of the scan positions left out of the fit; the iteration with their lowest "
+                        "misfit is kept (stops fitting noise at low dose; ledger REFINE-HOLDOUT-001); 0: fit every "
+                        "position for every iteration")
+
+
+def refine_summary(result) -> str:
+    """One line: iterations run and kept, the misfit, the seconds (``ptycho.refine.RefineResult``)."""
+    run, kept = len(result.loss), result.best_iteration
+    line = f"refined in {result.seconds:.1f} s: {run} iteration{'s' * (run != 1)}, misfit {result.loss[0]:.4g} -> "
+    line += f"{result.loss[-1]:.4g}"
+    if result.holdout_loss:
+        line += (f"; kept iteration {kept} of {run} (held-out misfit {result.holdout_loss[0]:.4g} at the start, "
+                 f"{min(result.holdout_loss):.4g} at best)")
+        if kept == 0:
+            line += ": no iteration improved on the start"
+    return line
 
 
 def refine_command(args: argparse.Namespace) -> int:
@@ -817,10 +843,9 @@ def refine_command(args: argparse.Namespace) -> int:
     from ptycho.scan_region import evaluate_on_scan
 
     config = RefineConfig(iterations=args.iterations, batch_size=args.batch_size, loss=args.loss,
-                          refine_probe=args.refine_probe, seed=args.seed)
+                          refine_probe=args.refine_probe, holdout=args.holdout, seed=args.seed)
     result = refine(dataset, config, initial=initial, verbose=True)
-    print(f"refined {args.iterations} iterations in {result.seconds:.1f} s: misfit {result.loss[0]:.4g} -> "
-          f"{result.loss[-1]:.4g}")
+    print(refine_summary(result))
     scored = None if dataset.obj is None else evaluate_on_scan(result.reconstruction, dataset.obj)
     _write_refined(outputs, result.reconstruction, scored, title=f"{data_path.name}, {args.iterations} iterations")
     print(f"wrote {', '.join(str(p) for p in outputs.values())}")
