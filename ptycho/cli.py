@@ -196,8 +196,8 @@ def _add_simulate(commands) -> None:
     d = SimulationConfig()
     p = commands.add_parser(
         "simulate", help="write a simulated data set (PtychoPINN NPZ)",
-        description="Simulate far-field diffraction of a synthetic object scanned at random or grid positions (SPEC §3) "
-                    "and write it in the PtychoPINN NPZ format: diffraction (M, N, N) float32 amplitudes "
+        description="Simulate far-field diffraction of a synthetic object scanned at random or grid positions "
+                    "(SPEC §3) and write it in the PtychoPINN NPZ format: diffraction (M, N, N) float32 amplitudes "
                     "(sqrt(counts)/s), xcoords, ycoords (M,) object pixels, probeGuess (N, N) complex64, "
                     "objectGuess complex64, group_indices (M, gridsize²), nphotons.",
         formatter_class=DefaultsHelpFormatter)
