@@ -85,6 +85,16 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def holdout_fraction(text: str) -> float:
+    """``--holdout``: the fraction of scan positions left out of a refinement, a number in [0, 0.5)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value < 0.5):
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 0.5), got {text!r}")
+    return value
+
 
 def stitch_window(text: str):
     """``--stitch-window``: 'auto' (the whole predicted window, tapered) or a positive integer (pixels)."""
