@@ -24,7 +24,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -147,17 +147,22 @@ def _reuse_arm(config: StudyConfig, arm: str, log: logging.Logger) -> ArmResult:
 
 def _write_summaries(config: StudyConfig, results: Mapping[str, ArmResult], log: logging.Logger) -> bool:
     """metrics.json and both figures; a failure is logged and returns False (the rest is still written)."""
-    ok = True
-    jobs = (
+    return write_each(config.output_dir, (
         ("metrics.json", lambda p: files.write_json(p, metrics_payload(config, results))),
         ("dose_comparison.png", lambda p: files.save_figure(build_dose_figure(results), p)),
         ("reconstructions.png", lambda p: files.save_figure(build_reconstruction_figure(results), p)),
         ("methods_comparison.png", lambda p: files.save_figure(build_methods_figure(results), p)),
-    )
+    ), log)
+
+
+def write_each(directory: Path, jobs: Sequence[tuple[str, Callable[[Path], Any]]], log: logging.Logger) -> bool:
+    """Run each (file name, writer) job on ``directory / name``; a failure is logged with its traceback and
+    the other files are still written. True when every file was written."""
+    ok = True
     for name, job in jobs:
         try:
-            job(config.output_dir / name)
-            log.info("wrote %s", config.output_dir / name)
+            job(directory / name)
+            log.info("wrote %s", directory / name)
         except Exception as exc:
             log.error("writing %s FAILED: %s: %s\n%s", name, type(exc).__name__, exc, traceback.format_exc())
             ok = False

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -32,7 +31,7 @@ from ptycho import files
 from ptycho.runlog import versions
 from ptycho.studies.dose.arm import ArmResult, arm_header, is_complete, load_arm, make_ground_truth, run_arm
 from ptycho.studies.dose.config import StudyConfig, SweepConfig, arm_source, dose_label, sweep_arm
-from ptycho.studies.dose.study import LOGGER_NAME, ArmRunner, _failed, _run_one
+from ptycho.studies.dose.study import LOGGER_NAME, ArmRunner, _failed, _run_one, write_each
 
 #: The metrics the sweep aggregates (amplitude, on each arm's evaluated region).
 SWEEP_METRICS = ("amplitude_ssim", "amplitude_psnr")
@@ -111,17 +110,9 @@ def run_sweep(config: SweepConfig, *, run_arm: ArmRunner = run_arm,
 def _write_summaries(config: SweepConfig, summary: Mapping[str, Any], log: logging.Logger) -> bool:
     from ptycho.studies.dose.figures import build_sweep_figure
 
-    ok = True
-    jobs = (("sweep.json", lambda p: files.write_json(p, summary)),
-            ("sweep.png", lambda p: files.save_figure(build_sweep_figure(summary), p)))
-    for name, job in jobs:
-        try:
-            job(config.output_dir / name)
-            log.info("wrote %s", config.output_dir / name)
-        except Exception as exc:
-            log.error("writing %s FAILED: %s: %s\n%s", name, type(exc).__name__, exc, traceback.format_exc())
-            ok = False
-    return ok
+    return write_each(config.output_dir, (("sweep.json", lambda p: files.write_json(p, summary)),
+                                          ("sweep.png", lambda p: files.save_figure(build_sweep_figure(summary), p))),
+                      log)
 
 
 # --------------------------------------------------------------------------------------------------
