@@ -356,6 +356,10 @@ def _add_train(commands) -> None:
     p.add_argument("--nphotons", type=positive_float, default=None, metavar="PHOTONS",
                    help="photons per pattern, overriding the file's 'nphotons' (default: the file's; a file "
                         "without it is taken to hold sqrt(counts), i.e. nphotons = mean total counts)")
+    p.add_argument("--probe-trainable", action="store_true",
+                   help="refine the probe with the network (measured data, whose probe is an estimate; a "
+                        "simulated probe is exact); the archive keeps the learnt probe and 'ptycho reconstruct' "
+                        "refines with it")
     p.add_argument("--test-ssim", action="store_true",
                    help="after every epoch reconstruct DATA and record the amplitude SSIM against its "
                         "objectGuess in the history (monitoring only; needs objectGuess)")
@@ -440,6 +444,9 @@ def train(args: argparse.Namespace) -> int:
         _run_logged(log, lambda: history.update(_train_and_write(workflow, dataset, config, args, targets, path,
                                                                  log)))
     print(_epochs_summary(history, config))
+    if "probe_change" in history:
+        print(f"probe refined in training: changed by {100 * history['probe_change']:.3g} % (rms, relative to the "
+              "data's); the archive keeps it")
     print(f"wrote {', '.join(str(t) for t in targets)} (log: {out_dir / TRAIN_LOG})")
     return 0
 
@@ -480,16 +487,27 @@ def _train_and_write(workflow, dataset, config, args, targets: Sequence[Path], p
         callbacks.append(EpochLine(config.nepochs, sys.stdout, initial_lr=config.learning_rate))
     with files.atomic_paths(targets) as temps:
         trained = workflow.train_model(dataset, config, seed=args.seed, monitor=monitor, log=log,
-                                       callbacks=callbacks, source=str(path))
+                                       callbacks=callbacks, source=str(path),
+                                       model_options={"probe_trainable": True} if args.probe_trainable else None)
+        if args.probe_trainable:
+            trained.history["probe_change"] = _probe_change(trained.autoencoder, dataset.probe)
         workflow.write_training_outputs(trained, temps, title=f"ptycho train {path.name}", metadata={
             "command": "ptycho train", "data": str(path), "loss": config.loss, "nepochs": config.nepochs,
             "epochs_run": trained.history.get("epochs_run"), "batch_size": config.batch_size,
             "learning_rate": config.learning_rate, "seed": args.seed, "n_groups": dataset.n_groups,
-            "nphotons": dataset.nphotons, "K": args.K})
+            "nphotons": dataset.nphotons, "K": args.K, "probe_trainable": args.probe_trainable})
     summary = {k: v for k, v in trained.history.items() if not isinstance(v, list)}
     log.info("done: %s", json.dumps({k: v for k, v in summary.items()
                                      if not isinstance(v, (int, float)) or math.isfinite(v)}))
     return trained.history
+
+
+def _probe_change(autoencoder, probe: np.ndarray) -> float:
+    """‖P_learnt − P_data‖ / ‖P_data‖: how far training moved the probe (0 for a fixed probe)."""
+    from ptycho.model import get_probe
+
+    probe = np.asarray(probe, np.complex128)
+    return float(np.linalg.norm(get_probe(autoencoder) - probe) / np.linalg.norm(probe))
 
 
 def _run_logged(log: logging.Logger, job: Callable[[], None]) -> None:
@@ -575,15 +593,19 @@ def _reconstruct_outputs(args: argparse.Namespace, has_truth: bool, data_path: P
 
 
 def _load_archive(path: Path):
-    """(diffraction_to_obj, N, gridsize) from a model archive; CommandError naming the file otherwise."""
+    """(diffraction_to_obj, N, gridsize, learnt probe) from a model archive; CommandError naming the file
+    otherwise. The learnt probe is (N, N) complex64 when the model was trained with ``--probe-trainable``, else
+    None (the data's probe is the model's)."""
+    from ptycho.model import get_probe
     from ptycho.persistence import load_model
 
     try:
-        _, diffraction_to_obj, _ = load_model(path)
+        autoencoder, diffraction_to_obj, _ = load_model(path)
     except (ValueError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from None
     N, _, C = diffraction_to_obj.inputs[0].shape[1:]
-    return diffraction_to_obj, int(N), math.isqrt(int(C))
+    learnt = get_probe(autoencoder) if autoencoder.get_layer("probe").trainable else None
+    return diffraction_to_obj, int(N), math.isqrt(int(C)), learnt
 
 
 def reconstruct(args: argparse.Namespace) -> int:
@@ -598,7 +620,7 @@ def reconstruct(args: argparse.Namespace) -> int:
     if args.stitch_window != "auto" and args.stitch_window > dataset.N:
         raise CommandError(f"argument --stitch-window: {args.stitch_window} exceeds the pattern size N = {dataset.N}")
     _start_tensorflow(args.verbose)
-    diffraction_to_obj, N, gridsize = _load_archive(model_path)  # TensorFlow from here on
+    diffraction_to_obj, N, gridsize, learnt_probe = _load_archive(model_path)  # TensorFlow from here on
     if dataset.N != N:
         raise CommandError(f"{data_path}: patterns are {dataset.N}x{dataset.N}, but the model archive "
                            f"{model_path} was built for N = {N}")
@@ -613,6 +635,9 @@ def reconstruct(args: argparse.Namespace) -> int:
     rec, scored = workflow.reconstruct_and_evaluate(diffraction_to_obj, dataset, dataset.obj, M=args.stitch_window,
                                                     intensity_scale=dataset.intensity_scale)  # sqrt(counts) in
     if args.refine:
+        if learnt_probe is not None:
+            print(f"refining with the probe learnt in training (stored in {model_path}), not {data_path}'s")
+            dataset = dataclasses.replace(dataset, probe=learnt_probe)
         rec, scored = _refined(rec, dataset, args)
     _write_reconstruction(outputs, rec, scored, title=f"{data_path.name} reconstructed by {model_path}")
     print(f"wrote {', '.join(str(p) for p in outputs.values())}")

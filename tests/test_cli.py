@@ -716,3 +716,28 @@ def test_readme_command_line_examples_run_as_printed(tmp_path):
         for argv in block:
             proc = ok(run(d, *argv))
             assert not [line for line in messages(proc) if "error" in line.lower()], proc.stderr
+
+
+def test_probe_trainable_learns_a_probe_that_reconstruct_refines_with(round_trip):
+    """CLI-PROBE-TRAINABLE-001: --probe-trainable trains the probe weight; the archive keeps it and reconstruct
+    refines with it. Without the flag the archive's probe is the data's, bit for bit, and is not announced."""
+    from ptycho.model import get_probe
+    from ptycho.persistence import load_model
+
+    d, steps = round_trip
+    with np.load(d / "data.npz") as npz:
+        data_probe = npz["probeGuess"]
+    fixed, _, _ = load_model(d / "run" / "wts.h5.zip")
+    np.testing.assert_array_equal(get_probe(fixed), data_probe)
+    assert "probe" not in ok(steps["reconstruct"]).stdout.split("refined in")[0]
+    assert "probe_change" not in json.loads((d / "run" / "history.json").read_text())
+
+    trained = ok(run(d, "train", "data.npz", "--out-dir", "learnt", "--nepochs", "1", "--batch-size", "8",
+                     "--quiet", "--probe-trainable"))
+    change = float(re.search(r"probe refined in training: changed by (\S+) %", trained.stdout).group(1)) / 100
+    learnt, _, _ = load_model(d / "learnt" / "wts.h5.zip")
+    measured = np.linalg.norm(get_probe(learnt) - data_probe) / np.linalg.norm(data_probe)
+    assert 0 < measured < 0.5 and change == pytest.approx(measured, rel=1e-2), (change, measured)
+    assert json.loads((d / "learnt" / "history.json").read_text())["probe_change"] == pytest.approx(measured)
+    proc = ok(run(d, "reconstruct", "learnt/wts.h5.zip", "data.npz", "--out", "learnt_rec.npz", "--refine", "2"))
+    assert "refining with the probe learnt in training (stored in learnt/wts.h5.zip), not data.npz's" in proc.stdout
