@@ -395,3 +395,27 @@ def test_study_uses_a_defocused_probe_and_the_unet(tmp_path):
         StudyConfig(output_dir=tmp_path, architecture="resnet")
     with pytest.raises(ValueError, match="probe_defocus"):
         StudyConfig(output_dir=tmp_path, probe_defocus=float("nan"))
+
+
+def test_a_network_arms_result_that_cannot_be_right_is_warned_about():
+    """STUDY-ARM-WARNINGS-001: the training run's warnings and the object's (at the ceiling, constant) are the arm's
+    ``metrics['warnings']``; a healthy result has none."""
+    from ptycho.reconstruction import Reconstruction
+    from ptycho.studies.dose.arm import result_warnings
+
+    coverage = np.zeros((12, 12), bool)
+    coverage[2:10, 2:10] = True
+    stuck = np.where(coverage, 1.99, 0.0).astype(np.complex64)  # uncovered zeros must not count
+    flat = {"loss": [0.2184, 0.2167], "val_loss": [0.2269339, 0.2269339]}
+    from ptycho import diagnostics
+
+    flat["warnings"] = diagnostics.training_warnings(flat)
+    warnings = result_warnings(flat, Reconstruction(obj=stuck, x0=0, y0=0, coverage=coverage))
+    assert len(warnings) == 3, warnings
+    assert warnings[0].startswith("the validation loss never moved: 0.226934 in all 2 epochs")
+    assert "sits at the amplitude ceiling: 100 % of its 64 pixels" in warnings[1]
+    assert warnings[2].startswith("the reconstructed object is constant")
+    rng = np.random.default_rng(0)
+    healthy = (1.0 + 0.3 * rng.random((12, 12))).astype(np.complex64)
+    assert result_warnings({"loss": [1.0, 0.5], "warnings": []},
+                           Reconstruction(obj=healthy, x0=0, y0=0, coverage=coverage)) == []

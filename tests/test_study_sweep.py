@@ -42,8 +42,9 @@ class FakeRunner:
     """Stands in for ``dose.run_arm``: writes a network arm's model and history files and returns a synthetic
     result scored ``fake_score``; a refined arm records the provenance of its stored source, as the real one."""
 
-    def __init__(self, failing=()):
+    def __init__(self, failing=(), warnings=None):
         self.failing = set(failing)
+        self.warnings = dict(warnings or {})  # (seed, arm) -> the arm's warnings
         self.calls = []
 
     def __call__(self, config, arm, truth, directory, log):
@@ -56,7 +57,9 @@ class FakeRunner:
         ssim = fake_score(arm, config.seed)
         full = (truth * (1.0 + ssim)).astype(np.complex64)
         provenance = dose.arm.source_provenance(config, arm) if dose.arm_source(arm) else {}
-        return ArmResult(arm=arm, status="ok", metrics={"amplitude_ssim": ssim, "amplitude_psnr": 40.0 * ssim},
+        metrics = {"amplitude_ssim": ssim, "amplitude_psnr": 40.0 * ssim,
+                   "warnings": self.warnings.get((config.seed, arm), [])}
+        return ArmResult(arm=arm, status="ok", metrics=metrics,
                          reconstruction=full[CROP], truth=truth[CROP], origin=(5.0, 8.0),
                          diffraction_counts=np.ones((16, 16), np.float32), provenance=provenance,
                          extras={"reconstruction_full": full, "origin_full": np.array([0.0, 0.0]),
@@ -224,6 +227,17 @@ def test_sweep_json_holds_every_dose_and_method_with_stats_and_the_crossover(tmp
     before = (config.output_dir / "sweep.json").read_text()
     dose.run_sweep(config, run_arm=FakeRunner())
     assert (config.output_dir / "sweep.json").read_text() == before
+
+
+def test_an_arms_warnings_reach_sweep_json_under_its_seed(tmp_path, fast_figures):
+    """A result that cannot be right (e.g. the MAE network stuck at the amplitude ceiling at 1e3 photons) is
+    reported in sweep.json under its seed, not only averaged into the statistics."""
+    config = tiny_sweep(tmp_path, doses=(1e9,))
+    stuck = ["the reconstructed object sits at the amplitude ceiling: ..."]
+    result = dose.run_sweep(config, run_arm=FakeRunner(warnings={(1, "1e9_mae"): stuck}))
+    entries = json.loads((config.output_dir / "sweep.json").read_text())["results"]["1e9"]
+    assert entries["mae"]["warnings"] == {"1": stuck} and result.summary["results"]["1e9"]["mae"]["warnings"]
+    assert all(entries[m]["warnings"] == {} for m in dose.SWEEP_METHODS if m != "mae")
 
 
 def test_a_failed_arm_is_left_out_of_the_stats_and_fails_its_refined_arm(tmp_path, fast_figures):

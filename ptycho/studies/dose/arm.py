@@ -152,6 +152,9 @@ def run_network_arm(config: StudyConfig, arm: str, truth: np.ndarray, directory:
     rec, scored = workflow.reconstruct_and_evaluate(trained.diffraction_to_obj, test_ds, truth, M=config.stitch_M)
     metrics = dict(scored.metrics)
     log.info("arm %s: evaluated on a %dx%d crop: %s", arm, *scored.reconstruction.shape, format_metrics(metrics))
+    metrics["warnings"] = result_warnings(trained.history, rec, trained.autoencoder)
+    for warning in metrics["warnings"]:
+        log.warning("arm %s: %s", arm, warning)
     probe_pattern = int(np.asarray(test_ds.group_indices)[0, 0])
     amplitude = np.asarray(test_ds.diffraction[probe_pattern], dtype=np.float32)
     test_scale = float(test_ds.intensity_scale)
@@ -166,6 +169,19 @@ def run_network_arm(config: StudyConfig, arm: str, truth: np.ndarray, directory:
                 "origin_full": np.asarray(rec.origin, dtype=np.float64), "coverage": scored.coverage,
                 "coverage_full": np.asarray(rec.coverage, dtype=bool)},
     )
+
+
+def result_warnings(history: Mapping[str, Any], rec: Any, model: Any = None) -> list[str]:
+    """A network arm's results that cannot be right (one line each): the training run's own warnings (a loss that
+    never moved) and the stitched object's (at the amplitude ceiling, constant; covered pixels only).
+
+    history: the training history (its 'warnings' list). rec: the ``Reconstruction`` of the test scan.
+    model: the trained autoencoder, whose amplitude ceiling is used (None: the default ceiling).
+    """
+    from ptycho import diagnostics
+
+    ceiling = diagnostics.model_amplitude_max(model)
+    return list(history.get("warnings", [])) + diagnostics.object_warnings(np.asarray(rec.obj)[rec.coverage], ceiling)
 
 
 def group_centroids(dataset: Any) -> np.ndarray:

@@ -10,7 +10,8 @@ Outputs, all under ``config.output_dir``::
 
     seed<s>/<dose>_<method>/...   the arm's files (``arm.arm_files``)
     sweep.json   per dose and method: the per-seed amplitude SSIM and PSNR, their mean and std over seeds, the
-                 arm's settings; the crossover of iterative and network NLL; the sweep's settings and versions
+                 arm's settings and, per seed, its warnings (results that cannot be right); the crossover of
+                 iterative and network NLL; the sweep's settings and versions
     sweep.png    amplitude SSIM and PSNR vs photons (log x), mean ± std over seeds per method, crossover marked
     run.log      progress (written by the CLI)
 
@@ -185,6 +186,8 @@ def sweep_payload(config: SweepConfig, results: Mapping[tuple[int, str], ArmResu
             for metric in SWEEP_METRICS:
                 entry[metric] = aggregate([r.metrics.get(metric) if r is not None and r.ok else None
                                            for r in per_seed])
+            entry["warnings"] = {str(seed): r.metrics["warnings"] for seed, r in zip(config.seeds, per_seed)
+                                 if r is not None and r.ok and r.metrics.get("warnings")}
             entry["settings"] = _without_seed(config.seed_config(config.seeds[0]).arm_fingerprint(arm))
             row[method] = entry
         table[dose_label(dose)] = row
