@@ -39,6 +39,15 @@ def test_ledger_has_entries_with_unique_ids():
         assert required in ids
 
 
+def test_every_line_is_at_most_120_bytes():
+    """Entries wrap at 120 UTF-8 bytes (so also 120 characters; `awk 'length > 120'` agrees even where awk counts
+    bytes): a first line ``- **ID** — ...``, continuation lines indented two spaces."""
+    for path in (LEDGER, ROOT / "docs" / "experiments.md"):
+        if path.is_file():
+            too_long = ledger.long_lines(path.read_text(encoding="utf-8"))
+            assert not too_long, f"{path.relative_to(ROOT)}: " + "; ".join(too_long)
+
+
 def test_every_named_test_exists():
     entries = ledger.read(LEDGER)
     pending = [entry.id for entry in entries if entry.pending]
