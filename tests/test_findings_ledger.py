@@ -84,6 +84,19 @@ def test_every_pinned_defect_names_a_patch_and_a_test():
     assert not problems, "\n".join(problems)
 
 
+def test_experiment_write_ups_belong_to_their_entries():
+    """A long write-up moved to docs/experiments.md sits under a heading ``## ID`` that its entry points to
+    (``details: docs/experiments.md#ID``), and the tests it names exist."""
+    experiments = ROOT / "docs" / "experiments.md"
+    problems = ledger.experiment_problems(ledger.read(LEDGER), experiments.read_text(encoding="utf-8"), ROOT)
+    assert not problems, "\n".join(problems)
+    synthetic = ledger.entries("- **A-001** — x — details: docs/experiments.md#B-001 — pinned by `t.py::t`\n")
+    assert ledger.experiment_problems(synthetic, "## C-001\n\ntext\n", ROOT) == [
+        "A-001: points to docs/experiments.md#B-001, not to its own ID",
+        "A-001: docs/experiments.md has no heading '## B-001'",
+        "docs/experiments.md: '## C-001' is not pointed to by ledger entry C-001"]
+
+
 def test_wrapped_entries_are_read_whole():
     text = "- **A-001** — symptom\n  more — pinned by `tests/x.py::test_a`,\n  `tests/y.py::test_b`\n\nprose\n"
     (entry,) = ledger.entries(text)
