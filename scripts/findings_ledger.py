@@ -13,7 +13,8 @@ entry is an item ``- **ID** — ...`` whose last ``pinned by`` names its tests (
 An entry that a later one replaces opens with ``(superseded by NEW-ID: reason)`` (or ``(partly superseded by
 ...)``, several IDs separated by commas or "and"); an entry that says ``supersedes OLD-ID`` must be named by
 OLD-ID's marker. A long measurement write-up may live in ``docs/experiments.md`` under a heading ``## ID``; the
-entry then says ``details: docs/experiments.md#ID``.
+entry then says ``details: docs/experiments.md#ID``. Markers, "supersedes" and pointers are read outside code
+spans, which may quote the syntax.
 """
 from __future__ import annotations
 
@@ -103,6 +104,11 @@ def _ids(text: str) -> tuple[str, ...]:
     return tuple(re.findall(ENTRY_ID, text))
 
 
+def prose(text: str) -> str:
+    """``text`` with the inside of every `code span` removed: a span that quotes the ledger's syntax is no marker."""
+    return re.sub(r"`[^`]*`", "``", text)
+
+
 def parse_entry(item: Item) -> Entry | None:
     """The entry an item holds, or None when it is not ``- **ID** — ...``."""
     head = ENTRY_HEAD.match(item.text)
@@ -117,8 +123,8 @@ def parse_entry(item: Item) -> Entry | None:
         pending=at >= 0 and tail.startswith("pending"),
         tests=tuple(NODE_ID.findall(tail.split("patch `")[0])),
         patch=patch.group(1) if patch else None,
-        superseded_by=tuple(i for m in MARKER.finditer(text) for i in _ids(m.group(1))),
-        supersedes=tuple(i for m in SUPERSEDES.finditer(text) for i in _ids(m.group(1))))
+        superseded_by=tuple(i for m in MARKER.finditer(prose(text)) for i in _ids(m.group(1))),
+        supersedes=tuple(i for m in SUPERSEDES.finditer(prose(text)) for i in _ids(m.group(1))))
 
 
 def entries(text: str) -> list[Entry]:
@@ -181,12 +187,12 @@ def supersession_problems(all_entries) -> list[str]:
     by_id = {e.id: e for e in all_entries}
     problems = []
     for entry in all_entries:
-        for match in MARKER.finditer(entry.text):
+        for match in MARKER.finditer(prose(entry.text)):
             named = _ids(match.group(1))
             rest = re.sub(ENTRY_ID, "", match.group(1)).replace(",", " ").replace(" and ", " ").strip()
             if not named or rest:
                 problems.append(f"{entry.id}: '{match.group(0)}' must name entry IDs only")
-            if not entry.body.startswith(match.group(0)):
+            if not prose(entry.body).startswith(match.group(0)):
                 problems.append(f"{entry.id}: the '(superseded by ...)' marker must open the entry")
         for new_id in entry.superseded_by:
             if new_id == entry.id or new_id not in by_id:
@@ -208,7 +214,7 @@ def experiment_problems(all_entries, experiments_text: str, root: pathlib.Path =
                 if headings.count(h) > 1]
     pointed = set()
     for entry in all_entries:
-        for target in DETAILS.findall(entry.text):
+        for target in DETAILS.findall(prose(entry.text)):
             pointed.add(target)
             if target != entry.id:
                 problems.append(f"{entry.id}: points to docs/experiments.md#{target}, not to its own ID")

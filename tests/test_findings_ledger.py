@@ -97,6 +97,25 @@ def test_experiment_write_ups_belong_to_their_entries():
         "docs/experiments.md: '## C-001' is not pointed to by ledger entry C-001"]
 
 
+def test_supersession_markers_open_their_entry_and_name_existing_entries():
+    entries = ledger.read(LEDGER)
+    problems = ledger.supersession_problems(entries)
+    assert not problems, "\n".join(problems)
+    marked = {e.id: e.superseded_by for e in entries if e.superseded_by}
+    assert marked["TRAINING-BUDGET-001"] and marked["CLI-RECON-FILES-001"] == ("CLI-OUTPUTS-ASKED-001",)
+    synthetic = ledger.entries(
+        "- **OLD-001** — (superseded by NEW-001, GONE-001: why) (decision) x — pinned by `t.py::t`\n"
+        "- **NEW-001** — (decision; supersedes OLD-001's x and LATE-001) y — pinned by `t.py::t`\n"
+        "- **LATE-001** — (decision) z (superseded by NEW-001: at the end) — pinned by `t.py::t`\n"
+        "- **SELF-001** — (partly superseded by SELF-001 and lower-case: x) — pinned by `t.py::t`\n"
+        "- **QUOTE-001** — (decision) quotes `(superseded by GONE-001: y)` — pinned by `t.py::t`\n")
+    assert ledger.supersession_problems(synthetic) == [
+        "OLD-001: superseded by GONE-001, which is not another entry of the ledger",
+        "LATE-001: the '(superseded by ...)' marker must open the entry",
+        "SELF-001: '(partly superseded by SELF-001 and lower-case:' must name entry IDs only",
+        "SELF-001: superseded by SELF-001, which is not another entry of the ledger"]
+
+
 def test_wrapped_entries_are_read_whole():
     text = "- **A-001** — symptom\n  more — pinned by `tests/x.py::test_a`,\n  `tests/y.py::test_b`\n\nprose\n"
     (entry,) = ledger.entries(text)
