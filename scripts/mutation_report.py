@@ -5,7 +5,8 @@
 Reads ``mutants/<module>.py.meta`` (mutmut 3's result files). A mutant counts as *detected* when a test
 failed (killed), ran past its time limit or crashed the test process; *survived* when every test passed;
 *no tests* when no selected test calls its function. The equivalent mutants documented in
-``docs/findings.md`` (section "Mutation survivors", one ``- `name` — reason`` line each) are reported
+``docs/findings.md`` (section "Mutation survivors", one ``- `name` — reason`` item each, read whole by
+``findings_ledger`` when wrapped) are reported
 separately: ``score`` = detected / all, ``score excl. equivalent`` = detected / (all - documented
 equivalents that survived). ``--min-score`` makes the exit status non-zero when a module's score
 excluding equivalents is below it (survivors that are neither killed nor justified).
@@ -18,7 +19,12 @@ import pathlib
 import re
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+_SCRIPTS = str(pathlib.Path(__file__).resolve().parent)  # findings_ledger lives here; also when imported by path
+if _SCRIPTS not in sys.path:
+    sys.path.insert(0, _SCRIPTS)
+import findings_ledger  # noqa: E402  (the one reader of the ledger)
+
+ROOT = findings_ledger.ROOT
 DETECTED = {1, 3, 24, -24, 36, 152, 255, -11, -9}
 SURVIVED = {0}
 NO_TESTS = {5, 33}
@@ -27,12 +33,9 @@ EQUIVALENT_LINE = re.compile(r"^- `([\w.ǁ]+__mutmut_\d+)` — (.+)$")
 
 def documented_equivalents(ledger: pathlib.Path) -> dict[str, str]:
     """``{mutant name: reason}`` from the "Mutation survivors" section of the findings ledger."""
-    found, inside = {}, False
-    for line in ledger.read_text(encoding="utf-8").splitlines():
-        if line.startswith("## "):
-            inside = line.lower().startswith("## mutation survivors")
-            continue
-        match = EQUIVALENT_LINE.match(line) if inside else None
+    found = {}
+    for item in findings_ledger.items(ledger.read_text(encoding="utf-8")):
+        match = EQUIVALENT_LINE.match(item.text) if item.section.lower().startswith("mutation survivors") else None
         if match:
             found[match.group(1)] = match.group(2)
     return found

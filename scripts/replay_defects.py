@@ -29,35 +29,21 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-LEDGER = ROOT / "docs" / "findings.md"
-ENTRY = re.compile(r"^- \*\*([A-Z0-9-]+)\*\* — .*pinned by (.+)$")
-NODE_ID = re.compile(r"`([^`]+::[^`]+)`")
-PATCH = re.compile(r"patch `(tests/fixtures/defects/[\w.-]+\.patch)`")
+_SCRIPTS = str(pathlib.Path(__file__).resolve().parent)  # findings_ledger lives here; also when imported by path
+if _SCRIPTS not in sys.path:
+    sys.path.insert(0, _SCRIPTS)
+import findings_ledger  # noqa: E402  (the one reader of the ledger, shared with its test)
+
+ROOT = findings_ledger.ROOT
+LEDGER = findings_ledger.LEDGER
 FAILED_LINE = re.compile(r"^(?:FAILED|ERROR) (\S+::\S+?)(?: - .*)?$")
 
 
 def defect_entries(ledger: pathlib.Path = LEDGER) -> list[tuple[str, list[str], str | None]]:
-    """(entry id, [test node ids], patch path or None) for every entry of the ledger's "Defects" section."""
-    entries, inside = [], False
-    lines = ledger.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("## "):
-            inside = line.lower().startswith("## defects")
-            continue
-        if not (inside and line.startswith("- **")):
-            continue
-        for more in lines[i + 1:]:  # a wrapped entry continues on indented lines
-            if not (more.startswith("  ") and more.strip()):
-                break
-            line += " " + more.strip()
-        match = ENTRY.match(line)
-        if match:
-            tail = match.group(2)
-            patch = PATCH.search(tail)
-            entries.append((match.group(1), NODE_ID.findall(tail.split("patch `")[0]),
-                            patch.group(1) if patch else None))
-    return entries
+    """(entry id, [test node ids], patch path or None) for every entry of the ledger's "Defects" section,
+    each entry read whole (``findings_ledger``)."""
+    return [(e.id, list(e.tests), e.patch) for e in findings_ledger.read(ledger)
+            if e.section.lower().startswith("defects")]
 
 
 def replay_plan(entries) -> dict[str, tuple[list[str], list[str]]]:
