@@ -229,6 +229,32 @@ def test_sweep_json_holds_every_dose_and_method_with_stats_and_the_crossover(tmp
     assert (config.output_dir / "sweep.json").read_text() == before
 
 
+def test_sweep_md_tabulates_mean_and_std_per_dose_and_method_and_states_the_crossover(tmp_path, fast_figures):
+    config = tiny_sweep(tmp_path, doses=(1e5, 1e9, 1e7))
+    runner = FakeRunner(failing={(1, "1e7_mae")}, warnings={(0, "1e9_nll"): ["stuck"]})
+    result = dose.run_sweep(config, run_arm=runner)
+    text = (config.output_dir / "sweep.md").read_text()
+    assert text == dose.sweep.sweep_table(result.summary)
+    lines = text.splitlines()
+    assert lines[0] == ("| photons | network NLL: SSIM / PSNR dB | network MAE: SSIM / PSNR dB | NLL + refinement: "
+                        "SSIM / PSNR dB | iterative (from ones): SSIM / PSNR dB |")
+    rows = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ")[1:] for line in lines[2:5]}
+    assert list(rows) == ["1e5", "1e7", "1e9"]
+    for label, photons in (("1e5", 1e5), ("1e7", 1e7), ("1e9", 1e9)):
+        for method, cell in zip(dose.SWEEP_METHODS, rows[label]):
+            entry = result.summary["results"][label][method]
+            ssim, psnr = entry["amplitude_ssim"], entry["amplitude_psnr"]
+            if ssim["n"] == 2:
+                expected = f"{ssim['mean']:.3f} ± {ssim['std']:.3f} / {psnr['mean']:.1f} ± {psnr['std']:.1f}"
+            else:  # one seed left: no std, and the count says so
+                expected = f"{ssim['mean']:.3f} / {psnr['mean']:.1f} (1/2)"
+            assert cell.startswith(expected), (label, method, cell, expected)
+            assert cell.endswith("⚠") == (label == "1e9" and method == "nll"), cell
+    assert rows["1e7"][1].endswith("(1/2)")  # 1e7_mae failed for seed 1
+    assert "Crossover, amplitude_ssim (iterative catches up with the network NLL): 3.16e+08 photons (between 1e+07 " \
+           "and 1e+09)." in text
+
+
 def test_an_arms_warnings_reach_sweep_json_under_its_seed(tmp_path, fast_figures):
     """A result that cannot be right (e.g. the MAE network stuck at the amplitude ceiling at 1e3 photons) is
     reported in sweep.json under its seed, not only averaged into the statistics."""
@@ -364,7 +390,7 @@ def test_main_runs_the_sweep_and_reports_failures_in_its_exit_status(tmp_path, f
     argv = ["--output-dir", str(out), "--doses", "1e3", "--seeds", "0", "--methods", "mae,iterative"]
     assert dose.main(argv, run_arm=runner) == 1
     assert runner.calls == [(0, "1e3_mae"), (0, "1e3_iterative")]
-    assert sorted(p.name for p in out.iterdir()) == ["run.log", "seed0", "sweep.json", "sweep.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["run.log", "seed0", "sweep.json", "sweep.md", "sweep.png"]
     log = (out / "run.log").read_text()
     assert "dose sweep: " in log and "seed 0: arm 1e3_mae: FAILED" in log
     summary = json.loads((out / "sweep.json").read_text())

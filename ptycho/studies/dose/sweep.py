@@ -13,6 +13,7 @@ Outputs, all under ``config.output_dir``::
                  arm's settings and, per seed, its warnings (results that cannot be right); the crossover of
                  iterative and network NLL; the sweep's settings and versions
     sweep.png    amplitude SSIM and PSNR vs photons (log x), mean ± std over seeds per method, crossover marked
+    sweep.md     the same numbers as a markdown table (``sweep_table``), for a README
     run.log      progress (written by the CLI)
 
 Importing this module does no work: TensorFlow and matplotlib are imported inside the functions that need them.
@@ -112,8 +113,55 @@ def _write_summaries(config: SweepConfig, summary: Mapping[str, Any], log: loggi
     from ptycho.studies.dose.figures import build_sweep_figure
 
     return write_each(config.output_dir, (("sweep.json", lambda p: files.write_json(p, summary)),
-                                          ("sweep.png", lambda p: files.save_figure(build_sweep_figure(summary), p))),
+                                          ("sweep.png", lambda p: files.save_figure(build_sweep_figure(summary), p)),
+                                          ("sweep.md", lambda p: _write_text(p, sweep_table(summary)))),
                       log)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with files.atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        files.ordinary_mode(tmp)
+
+
+def _cell(stats: Mapping[str, Any], digits: int) -> str:
+    """'0.812 ± 0.004' (mean ± sample std over seeds), '0.812' for one seed, '—' for none."""
+    if stats["mean"] is None:
+        return "—"
+    std = "" if stats["std"] is None else f" ± {stats['std']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f}{std}"
+
+
+def sweep_table(summary: Mapping[str, Any]) -> str:
+    """Markdown of sweep.json's content: one row per dose, amplitude SSIM (and PSNR in dB) per method as mean ± std
+    over the seeds that finished, '(n/N)' where fewer than all seeds finished, '⚠' where a seed's arm warned; then
+    the crossover of each metric."""
+    methods = summary["methods"]
+    lines = ["| photons | " + " | ".join(f"{METHOD_LABELS[m]}: SSIM / PSNR dB" for m in methods) + " |",
+             "|---|" + "---|" * len(methods)]
+    for label in summary["dose_labels"]:
+        cells = []
+        for method in methods:
+            entry = summary["results"][label][method]
+            ssim, psnr = entry["amplitude_ssim"], entry["amplitude_psnr"]
+            cell = f"{_cell(ssim, 3)} / {_cell(psnr, 1)}"
+            if ssim["n"] < len(entry["seeds"]):
+                cell += f" ({ssim['n']}/{len(entry['seeds'])})"
+            cells.append(cell + (" ⚠" if entry.get("warnings") else ""))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    lines.append("")
+    lines.append(f"Mean ± sample std over seeds {seeds}; ⚠: an arm's result cannot be right (sweep.json's warnings).")
+    for metric, cross in summary["crossover"].items():
+        where = cross.get("photons")
+        if where is None:
+            text = cross.get("note", "not computed")
+        elif where == "none":
+            text = "none: the network NLL leads at every dose"
+        else:
+            text = f"{where:.3g} photons (between {cross['between'][0]:.0e} and {cross['between'][1]:.0e})"
+        lines.append(f"Crossover, {metric} (iterative catches up with the network NLL): {text}.")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------------
