@@ -32,7 +32,7 @@ from typing import Optional
 
 import numpy as np
 
-from ptycho.grouping import group_positions
+from ptycho.grouping import gridsize_of, group_positions
 
 
 def _fail(field: str, message: str) -> None:
@@ -151,8 +151,10 @@ class PtychoDataset:
         groups = np.asarray(self.group_indices)
         if groups.ndim != 2 or groups.shape[0] < 1 or groups.dtype.kind not in "iu":
             _fail("group_indices", f"must be a (B, C) integer array with B >= 1, got {groups.shape} {groups.dtype}")
-        if math.isqrt(groups.shape[1]) ** 2 != groups.shape[1]:
-            _fail("group_indices", f"C = {groups.shape[1]} is not a perfect square (gridsize**2)")
+        try:
+            gridsize_of(groups.shape[1])
+        except ValueError as exc:
+            _fail("group_indices", str(exc))
         if groups.min() < 0 or groups.max() >= M:
             _fail("group_indices", f"indices must lie in [0, {M}), got [{groups.min()}, {groups.max()}]")
         return groups.astype(np.int64, copy=False)
@@ -178,7 +180,8 @@ class PtychoDataset:
 
     @property
     def gridsize(self) -> int:
-        return math.isqrt(self.C)
+        """√C, positions per group side (``grouping.gridsize_of``)."""
+        return gridsize_of(self.C)
 
     @property
     def n_groups(self) -> int:
@@ -325,14 +328,21 @@ def _read_arrays(npz, path) -> dict:
         if not np.all((mask == 0) | (mask == 1)):
             _bad(path, "mask", "must hold only 0 and 1 (1 = measured pixel)")
         out["mask"] = mask != 0
-    out["group_indices"] = None
-    if "group_indices" in files:
-        groups = _numeric(path, "group_indices", _read_key(npz, path, "group_indices"), "iu", 2)
-        C = groups.shape[1]
-        if groups.shape[0] < 1 or math.isqrt(C) ** 2 != C or groups.min() < 0 or groups.max() >= M:
-            _bad(path, "group_indices", f"expected (B, gridsize**2) indices in [0, {M}), got {groups.shape}")
-        out["group_indices"] = groups.astype(np.int64)
+    out["group_indices"] = _read_groups(npz, path, M) if "group_indices" in files else None
     return out
+
+
+def _read_groups(npz, path, M: int) -> np.ndarray:
+    """(B, C) int64 ``group_indices`` of the file: B >= 1, C = gridsize², indices in [0, M)."""
+    groups = _numeric(path, "group_indices", _read_key(npz, path, "group_indices"), "iu", 2)
+    try:
+        gridsize_of(groups.shape[1])
+        valid = groups.shape[0] >= 1 and groups.min() >= 0 and groups.max() < M
+    except ValueError:  # C is not gridsize²
+        valid = False
+    if not valid:
+        _bad(path, "group_indices", f"expected (B, gridsize**2) indices in [0, {M}), got {groups.shape}")
+    return groups.astype(np.int64)
 
 
 def open_npz(path, what: str = "an NPZ archive with keys") -> np.lib.npyio.NpzFile:
