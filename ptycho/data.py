@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -397,8 +396,8 @@ def load_npz(path, gridsize: int = 1, K: Optional[int] = None, n_groups: Optiona
 def save_npz(path, dataset: PtychoDataset) -> None:
     """Write ``dataset`` to ``path`` (exactly that name) in the NPZ format of SPEC §3, atomically.
 
-    Writes a temporary file in the same directory and renames it over ``path``; on any error the
-    temporary file is removed and an existing ``path`` is left untouched.
+    Uncompressed (``np.savez``), through ``ptycho.files.write_npz``: a hidden temporary file in the same
+    directory is renamed over ``path``; on any error it is removed and an existing ``path`` is left untouched.
     """
     if not isinstance(dataset, PtychoDataset):
         raise ValueError(f"dataset: must be a PtychoDataset, got {type(dataset).__name__}")
@@ -414,17 +413,7 @@ def save_npz(path, dataset: PtychoDataset) -> None:
         arrays["mask"] = dataset.mask.astype(np.uint8)
     from ptycho import files
 
-    target = os.path.abspath(os.fspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=os.path.dirname(target))
-    try:
-        files.ordinary_mode(fd)  # mkstemp's 0600 would make the data file private (FILE-MODE-001)
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    files.write_npz(path, arrays, compress=False)
 
 
 def load_object(path) -> np.ndarray:

@@ -20,8 +20,9 @@ autoencoder and rebuilds ``diffraction_to_obj`` as a sub-model of it (from the s
 tensor the locator names), then checks that its weights equal the archived ``diffraction_to_obj``'s.
 The second archive is thus a check and a standalone copy, not the source of the returned model.
 
-Writing is atomic: the zip is written to a temporary file in the destination directory and moved into
-place with ``os.replace``; any failure removes the temporary file and leaves a previous archive intact.
+Writing is atomic (``ptycho.files.atomic_path``): the zip is written to a temporary file in the destination
+directory and moved into place with ``os.replace``; any failure removes the temporary file and leaves a
+previous archive intact.
 Loading never unpickles: ``keras.saving.load_model(..., safe_mode=True)`` refuses Lambda layers and
 other arbitrary code.
 """
@@ -102,25 +103,17 @@ def _keras_bytes(model, directory: str, name: str) -> bytes:
 
 
 def _write_atomically(path: str, members: dict) -> None:
-    """Write ``members`` (name -> bytes) as a zip at ``path`` via a temporary file + os.replace."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        files.ordinary_mode(fd)  # not mkstemp's 0600 (FILE-MODE-001)
-        with os.fdopen(fd, "wb") as handle:
-            # Deflated, not stored: a stored .keras member is itself a zip, and a truncated outer
-            # archive would then read as that inner zip instead of failing.
-            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                for name, data in members.items():
-                    archive.writestr(name, data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``members`` (name -> bytes) as a zip at ``path``, flushed to disk, with ``files.atomic_path``;
+    ``path``'s directory is created if missing."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with files.atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        # Deflated, not stored: a stored .keras member is itself a zip, and a truncated outer
+        # archive would then read as that inner zip instead of failing.
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def save_model(path, autoencoder, diffraction_to_obj, metadata: dict | None = None) -> str:

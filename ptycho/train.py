@@ -1,11 +1,8 @@
 """Training: a seeded ``tf.data`` pipeline, the callbacks of SPEC §5, XLA-compiled steps, JSON history."""
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import tempfile
 import time
 from typing import Optional, Sequence
 
@@ -154,25 +151,7 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
 
 
 def write_json_atomic(path: str, payload: dict) -> None:
-    """Write ``payload`` as JSON to ``path`` via a temporary file and rename (non-finite floats -> null)."""
-    def clean(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        return value
-
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        files.ordinary_mode(fd)  # not mkstemp's 0600 (FILE-MODE-001)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(clean(payload), handle, indent=2, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``payload`` as strict JSON to ``path`` (``files.write_json``: atomic, non-finite floats -> null),
+    creating ``path``'s directory first if it does not exist."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    files.write_json(path, payload)
