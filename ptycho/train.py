@@ -13,18 +13,11 @@ import tensorflow as tf
 from ptycho import diagnostics, files
 from ptycho.config import TrainingConfig
 from ptycho.data import PtychoDataset
+from ptycho.inputs import check_dataset, model_inputs
 from ptycho.model import (adapt_input_normalization, compile_autoencoder, get_conv_dtype, get_intensity_scale,
                           resolve_jit_compile)
 
 logger = logging.getLogger(__name__)
-
-
-def model_inputs(dataset: PtychoDataset, intensity_scale: float) -> dict[str, np.ndarray]:
-    """Model inputs: ``diffraction`` (B, N, N, C) float32 = s·X (√counts), ``positions`` (B, 1, 2, C)."""
-    return {
-        "diffraction": (np.asarray(dataset.X, np.float32) * np.float32(intensity_scale)),
-        "positions": np.asarray(dataset.coords_relative, np.float32),
-    }
 
 
 def split_indices(n_groups: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,11 +105,7 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     """
     if not isinstance(config, TrainingConfig):
         raise TypeError(f"config: expected TrainingConfig, got {type(config).__name__}")
-    if not isinstance(dataset, PtychoDataset):
-        raise TypeError(f"dataset: expected PtychoDataset, got {type(dataset).__name__}")
-    expected = tuple(autoencoder.inputs[0].shape[1:])
-    if tuple(dataset.X.shape[1:]) != expected:
-        raise ValueError(f"dataset: grouped diffraction has shape {dataset.X.shape[1:]}, the model expects {expected}")
+    check_dataset(autoencoder, dataset)
     warnings = diagnostics.check_forward_model(dataset, diagnostics.model_amplitude_max(autoencoder), source,
                                                probe=_model_probe(autoencoder, dataset))
     diagnostics.log_warnings(logger, warnings)

@@ -77,6 +77,14 @@ def test_train_adapts_the_input_standardizer_once_from_the_training_split(small_
     assert adapt_input_normalization(reference, np.asarray(small_dataset.X)) is False
 
 
+def test_inputs_come_from_the_one_builder():
+    """Training and inference build the network's inputs with ptycho.inputs (one builder, one shape check)."""
+    from ptycho import inference, inputs, train as train_module
+
+    assert train_module.model_inputs is inputs.model_inputs and inference.model_inputs is inputs.model_inputs
+    assert train_module.check_dataset is inputs.check_dataset and inference.check_dataset is inputs.check_dataset
+
+
 def test_train_rejects_bad_arguments(small_dataset):
     ae, _ = create_model_with_gridsize(1, 64, intensity_scale=10.0, jit_compile=False)
     with pytest.raises(ValueError, match="dataset"):
