@@ -22,7 +22,8 @@ The second archive is thus a check and a standalone copy, not the source of the 
 
 Writing is atomic (``ptycho.files.atomic_path``): the zip is written to a temporary file in the destination
 directory and moved into place with ``os.replace``; any failure removes the temporary file and leaves a
-previous archive intact.
+previous archive intact. Loading checks the manifest's ``metadata.gridsize``, when present, against the
+model's (B, N, N, C) input.
 Loading never unpickles: ``keras.saving.load_model(..., safe_mode=True)`` refuses Lambda layers and
 other arbitrary code.
 """
@@ -267,6 +268,25 @@ def _check_same_weights(path: str, rebuilt, archived) -> None:
             raise ValueError(f"{path}: diffraction_to_obj weight {name!r} differs from the autoencoder's")
 
 
+def _check_gridsize(path: str, manifest: dict, autoencoder) -> None:
+    """ValueError naming ``path`` if ``manifest["metadata"]["gridsize"]`` (when recorded) is not the gridsize
+    of the model's first input, (B, N, N, C) with C = gridsize² (``ptycho.inputs.model_geometry``)."""
+    from ptycho.inputs import model_geometry
+
+    metadata = manifest.get("metadata")
+    if not isinstance(metadata, dict) or "gridsize" not in metadata:
+        return
+    recorded = metadata["gridsize"]
+    try:
+        _, gridsize = model_geometry(autoencoder)
+    except ValueError as exc:
+        raise ValueError(f"{path}: the manifest records gridsize {recorded!r}, but the model's input is not "
+                         f"(B, N, N, gridsize²): {exc}") from None
+    if isinstance(recorded, bool) or recorded != gridsize:
+        raise ValueError(f"{path}: the manifest records gridsize {recorded!r}, but the model's input is for "
+                         f"gridsize {gridsize} (C = {gridsize ** 2})")
+
+
 def load_model(path, compile: bool = False):
     """Load an archive written by :func:`save_model`.
 
@@ -275,7 +295,8 @@ def load_model(path, compile: bool = False):
     the archived copy. ``compile=True`` also restores the compiled loss/optimizer of the autoencoder.
     Raises FileNotFoundError if ``path`` does not exist and ValueError naming ``path`` and the problem
     for anything else wrong: not a zip, truncated, missing member, checksum mismatch, bad manifest,
-    unsafe content (Lambda layers), or a diffraction_to_obj that does not match the autoencoder.
+    unsafe content (Lambda layers), a diffraction_to_obj that does not match the autoencoder, or a manifest
+    gridsize (``metadata.gridsize``) that is not the model's.
     """
     path = os.fspath(path)
     manifest, blobs = _read_archive(path)
@@ -285,4 +306,5 @@ def load_model(path, compile: bool = False):
         archived = _load_keras(path, scratch, "diffraction_to_obj", blobs["diffraction_to_obj"], False)
     diffraction_to_obj = _rebuild_sub_model(path, autoencoder, manifest.get("diffraction_to_obj", {}))
     _check_same_weights(path, diffraction_to_obj, archived)
+    _check_gridsize(path, manifest, autoencoder)
     return autoencoder, diffraction_to_obj, manifest
