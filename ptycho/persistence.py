@@ -84,12 +84,11 @@ def _locate(autoencoder, tensor) -> dict:
 
 
 def _versions() -> dict:
-    import tensorflow as tf
+    """The manifest's ``ptycho_version``, ``tensorflow_version`` and ``keras_version`` (``runlog.versions``)."""
+    from ptycho.runlog import versions
 
-    import ptycho
-
-    return {"ptycho_version": ptycho.__version__, "tensorflow_version": tf.__version__,
-            "keras_version": _keras().__version__}
+    recorded = versions()
+    return {f"{name}_version": recorded[name] for name in ("ptycho", "tensorflow", "keras")}
 
 
 def _sha256(data: bytes) -> str:
