@@ -16,6 +16,7 @@ from ptycho.data import PtychoDataset
 from ptycho.inputs import check_dataset, model_inputs
 from ptycho.model import (adapt_input_normalization, compile_autoencoder, get_conv_dtype, get_intensity_scale,
                           resolve_jit_compile)
+from ptycho.monitor import EpochLog
 
 logger = logging.getLogger(__name__)
 
@@ -53,29 +54,33 @@ def make_pipeline(inputs: dict[str, np.ndarray], indices: np.ndarray, batch_size
     return data.batch(batch_size, drop_remainder=drop).map(with_targets).prefetch(tf.data.AUTOTUNE)
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Log one line per epoch (losses, learning rate, seconds) through ``logging``."""
+class EpochLogger(EpochLog):
+    """The epoch logger ``train`` adds when its caller gave none: ``monitor.EpochLog`` on this module's logger
+    (``ptycho.train``), labelled ``train``; ``nepochs`` None drops the ``/n`` of ``epoch e/n``."""
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        values = " ".join(f"{k}={v:.6g}" for k, v in sorted(logs.items()) if k != "learning_rate")
-        logger.info("epoch %d: %s lr=%.3g (%.1f s)", epoch + 1, values, lr, time.perf_counter() - self._start)
+    def __init__(self, nepochs: Optional[int] = None):
+        super().__init__(logger, "train", nepochs)
 
 
-def _callbacks(config: TrainingConfig, has_validation: bool) -> list[keras.callbacks.Callback]:
+def _callbacks(config: TrainingConfig, has_validation: bool,
+               extra: Sequence[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
+    """SPEC §5's callbacks, then ``extra``, then one epoch logger unless ``extra`` holds one already.
+
+    The logger comes last so that it sees what the caller's monitors write into an epoch's logs
+    (``test_ssim``); there is one per run, so every epoch is logged once.
+    """
     monitor = "val_loss" if has_validation else "loss"
-    return [
+    callbacks = [
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=config.lr_factor, patience=config.lr_patience,
                                           min_lr=config.min_lr, verbose=0),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience,
                                       restore_best_weights=True, verbose=0),
         keras.callbacks.TerminateOnNaN(),
-        EpochLogger(),
+        *extra,
     ]
+    if not any(isinstance(callback, EpochLog) for callback in extra):
+        callbacks.append(EpochLogger(config.nepochs))
+    return callbacks
 
 
 def _model_probe(autoencoder: keras.Model, dataset: PtychoDataset) -> np.ndarray:
@@ -97,6 +102,8 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     with Adam(``config.learning_rate``) and XLA as ``config.jit_compile`` says (recorded as ``jit_compile``, with
     the convolution precision as ``conv_dtype``). Its inputs are s·X with s the model's own intensity scale.
     History (per-epoch lists plus ``epochs_run``) is written atomically as JSON to ``history_path`` when given.
+    Each epoch is logged once: by the ``ptycho.monitor.EpochLog`` among ``callbacks`` if there is one, else by
+    :class:`EpochLogger` on this module's logger.
 
     Before anything is compiled or fitted, ``ptycho.diagnostics.check_forward_model`` checks that the model's
     probe and amplitude ceiling can explain the data, and raises ``ValueError`` (naming ``source``, the data
@@ -124,7 +131,7 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     start = time.perf_counter()
     fit = autoencoder.fit(train_data, validation_data=val_data, epochs=config.nepochs, verbose=config.verbose,
                           shuffle=False,  # the pipeline shuffles, seeded
-                          callbacks=_callbacks(config, val_data is not None) + list(callbacks or []))
+                          callbacks=_callbacks(config, val_data is not None, list(callbacks or [])))
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     history["epochs_run"] = len(history.get("loss", []))
     history["input_statistics_adapted"] = bool(adapted)
