@@ -596,6 +596,7 @@ def _load_archive(path: Path):
     """(diffraction_to_obj, N, gridsize, learnt probe) from a model archive; CommandError naming the file
     otherwise. The learnt probe is (N, N) complex64 when the model was trained with ``--probe-trainable``, else
     None (the data's probe is the model's)."""
+    from ptycho.inputs import model_geometry
     from ptycho.model import get_probe
     from ptycho.persistence import load_model
 
@@ -603,9 +604,12 @@ def _load_archive(path: Path):
         autoencoder, diffraction_to_obj, _ = load_model(path)
     except (ValueError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from None
-    N, _, C = diffraction_to_obj.inputs[0].shape[1:]
+    try:
+        N, gridsize = model_geometry(diffraction_to_obj)
+    except ValueError as exc:  # its input is not (B, N, N, gridsize²)
+        raise CommandError(f"{path}: {exc}") from None
     learnt = get_probe(autoencoder) if autoencoder.get_layer("probe").trainable else None
-    return diffraction_to_obj, int(N), math.isqrt(int(C)), learnt
+    return diffraction_to_obj, N, gridsize, learnt
 
 
 def reconstruct(args: argparse.Namespace) -> int:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Optional
 
 import numpy as np
 
-from ptycho.grouping import group_positions
+from ptycho.grouping import gridsize_of, group_positions
 
 
 def _fail(field: str, message: str) -> None:
@@ -151,8 +150,10 @@ class PtychoDataset:
         groups = np.asarray(self.group_indices)
         if groups.ndim != 2 or groups.shape[0] < 1 or groups.dtype.kind not in "iu":
             _fail("group_indices", f"must be a (B, C) integer array with B >= 1, got {groups.shape} {groups.dtype}")
-        if math.isqrt(groups.shape[1]) ** 2 != groups.shape[1]:
-            _fail("group_indices", f"C = {groups.shape[1]} is not a perfect square (gridsize**2)")
+        try:
+            gridsize_of(groups.shape[1])
+        except ValueError as exc:
+            _fail("group_indices", str(exc))
         if groups.min() < 0 or groups.max() >= M:
             _fail("group_indices", f"indices must lie in [0, {M}), got [{groups.min()}, {groups.max()}]")
         return groups.astype(np.int64, copy=False)
@@ -178,7 +179,8 @@ class PtychoDataset:
 
     @property
     def gridsize(self) -> int:
-        return math.isqrt(self.C)
+        """√C, positions per group side (``grouping.gridsize_of``)."""
+        return gridsize_of(self.C)
 
     @property
     def n_groups(self) -> int:
@@ -325,14 +327,21 @@ def _read_arrays(npz, path) -> dict:
         if not np.all((mask == 0) | (mask == 1)):
             _bad(path, "mask", "must hold only 0 and 1 (1 = measured pixel)")
         out["mask"] = mask != 0
-    out["group_indices"] = None
-    if "group_indices" in files:
-        groups = _numeric(path, "group_indices", _read_key(npz, path, "group_indices"), "iu", 2)
-        C = groups.shape[1]
-        if groups.shape[0] < 1 or math.isqrt(C) ** 2 != C or groups.min() < 0 or groups.max() >= M:
-            _bad(path, "group_indices", f"expected (B, gridsize**2) indices in [0, {M}), got {groups.shape}")
-        out["group_indices"] = groups.astype(np.int64)
+    out["group_indices"] = _read_groups(npz, path, M) if "group_indices" in files else None
     return out
+
+
+def _read_groups(npz, path, M: int) -> np.ndarray:
+    """(B, C) int64 ``group_indices`` of the file: B >= 1, C = gridsize², indices in [0, M)."""
+    groups = _numeric(path, "group_indices", _read_key(npz, path, "group_indices"), "iu", 2)
+    try:
+        gridsize_of(groups.shape[1])
+        valid = groups.shape[0] >= 1 and groups.min() >= 0 and groups.max() < M
+    except ValueError:  # C is not gridsize²
+        valid = False
+    if not valid:
+        _bad(path, "group_indices", f"expected (B, gridsize**2) indices in [0, {M}), got {groups.shape}")
+    return groups.astype(np.int64)
 
 
 def open_npz(path, what: str = "an NPZ archive with keys") -> np.lib.npyio.NpzFile:
@@ -387,8 +396,8 @@ def load_npz(path, gridsize: int = 1, K: Optional[int] = None, n_groups: Optiona
 def save_npz(path, dataset: PtychoDataset) -> None:
     """Write ``dataset`` to ``path`` (exactly that name) in the NPZ format of SPEC §3, atomically.
 
-    Writes a temporary file in the same directory and renames it over ``path``; on any error the
-    temporary file is removed and an existing ``path`` is left untouched.
+    Uncompressed (``np.savez``), through ``ptycho.files.write_npz``: a hidden temporary file in the same
+    directory is renamed over ``path``; on any error it is removed and an existing ``path`` is left untouched.
     """
     if not isinstance(dataset, PtychoDataset):
         raise ValueError(f"dataset: must be a PtychoDataset, got {type(dataset).__name__}")
@@ -404,17 +413,7 @@ def save_npz(path, dataset: PtychoDataset) -> None:
         arrays["mask"] = dataset.mask.astype(np.uint8)
     from ptycho import files
 
-    target = os.path.abspath(os.fspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=os.path.dirname(target))
-    try:
-        files.ordinary_mode(fd)  # mkstemp's 0600 would make the data file private (FILE-MODE-001)
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    files.write_npz(path, arrays, compress=False)
 
 
 def load_object(path) -> np.ndarray:

@@ -28,6 +28,19 @@ def default_neighbours(gridsize: int) -> int:
     return max(DEFAULT_K, int(gridsize) ** 2 + 3)
 
 
+def gridsize_of(C: int) -> int:
+    """gridsize g of groups of C = g² positions (the channel count C of a (B, N, N, C) stack of patterns).
+
+    The one place the package turns C back into a gridsize; ValueError ``"C = <C> is not a perfect square
+    (gridsize**2)"`` if C is not the square of an int >= 1.
+    """
+    C = int(C)
+    gridsize = math.isqrt(C) if C >= 1 else 0
+    if gridsize < 1 or gridsize * gridsize != C:
+        raise ValueError(f"C = {C} is not a perfect square (gridsize**2)")
+    return gridsize
+
+
 def require_generator(rng) -> np.random.Generator:
     """``rng`` if it is a ``numpy.random.Generator``; ValueError naming ``rng`` otherwise."""
     if not isinstance(rng, np.random.Generator):

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from ptycho.data import PtychoDataset
+from ptycho.inputs import check_dataset, model_inputs
 from ptycho.model import get_intensity_scale
 from ptycho.reconstruction import Reconstruction
 from ptycho.tf_helper import reassemble_position, stitch_weight_map, taper_window
@@ -24,17 +25,14 @@ def reconstruct(diffraction_to_obj: keras.Model, dataset: PtychoDataset, M: int 
     (ledger STITCH-TAPER-001); ``coverage`` then marks pixels whose summed weight is >= 5 % of one window's
     peak. An int M keeps the plain stitch of SPEC §5 (M=20 by default).
 
-    The model's inputs are s·X = sqrt(counts): s is ``intensity_scale`` when given (the scale of the
-    data set being reconstructed, for data measured apart from the training set), else the model's own
-    (right for data on the training set's scale). Returns a ``Reconstruction`` (defined in
+    The model's inputs (``ptycho.inputs.model_inputs``, checked against the model by
+    ``ptycho.inputs.check_dataset``) are s·X = sqrt(counts): s is ``intensity_scale`` when given (the scale
+    of the data set being reconstructed, for data measured apart from the training set), else the model's
+    own (right for data on the training set's scale). Returns a ``Reconstruction`` (defined in
     ``ptycho.reconstruction``, re-exported here) that records the (B, 2) group centroids [x, y].
     """
-    if not isinstance(dataset, PtychoDataset):
-        raise TypeError(f"dataset: expected PtychoDataset, got {type(dataset).__name__}")
-    expected = tuple(diffraction_to_obj.inputs[0].shape[1:])
-    if tuple(dataset.X.shape[1:]) != expected:
-        raise ValueError(f"dataset: grouped diffraction has shape {dataset.X.shape[1:]}, the model expects {expected}")
-    N = expected[0]
+    check_dataset(diffraction_to_obj, dataset)
+    N = dataset.N
     window = None
     if M == "auto":
         M = N // 2
@@ -44,9 +42,7 @@ def reconstruct(diffraction_to_obj: keras.Model, dataset: PtychoDataset, M: int 
     scale = get_intensity_scale(diffraction_to_obj) if intensity_scale is None else float(intensity_scale)
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"intensity_scale: must be a finite number > 0, got {intensity_scale!r}")
-    inputs = {"diffraction": np.asarray(dataset.X, np.float32) * np.float32(scale),
-              "positions": np.asarray(dataset.coords_relative, np.float32)}
-    patches = diffraction_to_obj.predict(inputs, batch_size=batch_size, verbose=0)
+    patches = diffraction_to_obj.predict(model_inputs(dataset, scale), batch_size=batch_size, verbose=0)
     offsets = np.asarray(dataset.coords_offsets, np.float32)
     stitched = np.asarray(reassemble_position(patches, offsets, M=M, window=window))[..., 0]
     coverage = _coverage(offsets, M, window)

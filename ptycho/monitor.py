@@ -27,9 +27,14 @@ TEST_SSIM_INITIAL = "test_ssim_initial"
 
 
 class EpochLog(keras.callbacks.Callback):
-    """Log ``"<label>: epoch e/n  key=value ...  (t s)"`` to ``log`` at the end of each epoch."""
+    """Log ``"<label>: epoch e/n  key=value ...  (t s)"`` to ``log`` at the end of each epoch.
 
-    def __init__(self, log: logging.Logger, label: str, nepochs: int):
+    The package's one epoch logger (``ptycho.train.train`` adds one on its own logger when its caller passes
+    none). ``nepochs`` None logs ``epoch e`` (the run's length unknown). Values are the epoch's numeric logs
+    (losses, ``learning_rate``, ``test_ssim`` when a monitor before it recorded one); t is wall seconds.
+    """
+
+    def __init__(self, log: logging.Logger, label: str, nepochs: Optional[int]):
         super().__init__()
         self.log, self.label, self.nepochs = log, label, nepochs
         self._start = time.perf_counter()
@@ -44,7 +49,8 @@ class EpochLog(keras.callbacks.Callback):
                 parts.append(f"{key}={float(value):.5g}")
             except (TypeError, ValueError):
                 continue
-        self.log.info("%s: epoch %d/%d  %s  (%.1f s)", self.label, epoch + 1, self.nepochs, " ".join(parts),
+        count = f"{epoch + 1}" if self.nepochs is None else f"{epoch + 1}/{self.nepochs}"
+        self.log.info("%s: epoch %s  %s  (%.1f s)", self.label, count, " ".join(parts),
                       time.perf_counter() - self._start)
 
 

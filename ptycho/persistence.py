@@ -20,8 +20,10 @@ autoencoder and rebuilds ``diffraction_to_obj`` as a sub-model of it (from the s
 tensor the locator names), then checks that its weights equal the archived ``diffraction_to_obj``'s.
 The second archive is thus a check and a standalone copy, not the source of the returned model.
 
-Writing is atomic: the zip is written to a temporary file in the destination directory and moved into
-place with ``os.replace``; any failure removes the temporary file and leaves a previous archive intact.
+Writing is atomic (``ptycho.files.atomic_path``): the zip is written to a temporary file in the destination
+directory and moved into place with ``os.replace``; any failure removes the temporary file and leaves a
+previous archive intact. Loading checks the manifest's ``metadata.gridsize``, when present, against the
+model's (B, N, N, C) input.
 Loading never unpickles: ``keras.saving.load_model(..., safe_mode=True)`` refuses Lambda layers and
 other arbitrary code.
 """
@@ -82,12 +84,11 @@ def _locate(autoencoder, tensor) -> dict:
 
 
 def _versions() -> dict:
-    import tensorflow as tf
+    """The manifest's ``ptycho_version``, ``tensorflow_version`` and ``keras_version`` (``runlog.versions``)."""
+    from ptycho.runlog import versions
 
-    import ptycho
-
-    return {"ptycho_version": ptycho.__version__, "tensorflow_version": tf.__version__,
-            "keras_version": _keras().__version__}
+    recorded = versions()
+    return {f"{name}_version": recorded[name] for name in ("ptycho", "tensorflow", "keras")}
 
 
 def _sha256(data: bytes) -> str:
@@ -102,25 +103,17 @@ def _keras_bytes(model, directory: str, name: str) -> bytes:
 
 
 def _write_atomically(path: str, members: dict) -> None:
-    """Write ``members`` (name -> bytes) as a zip at ``path`` via a temporary file + os.replace."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        files.ordinary_mode(fd)  # not mkstemp's 0600 (FILE-MODE-001)
-        with os.fdopen(fd, "wb") as handle:
-            # Deflated, not stored: a stored .keras member is itself a zip, and a truncated outer
-            # archive would then read as that inner zip instead of failing.
-            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                for name, data in members.items():
-                    archive.writestr(name, data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``members`` (name -> bytes) as a zip at ``path``, flushed to disk, with ``files.atomic_path``;
+    ``path``'s directory is created if missing."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with files.atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        # Deflated, not stored: a stored .keras member is itself a zip, and a truncated outer
+        # archive would then read as that inner zip instead of failing.
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def save_model(path, autoencoder, diffraction_to_obj, metadata: dict | None = None) -> str:
@@ -274,6 +267,25 @@ def _check_same_weights(path: str, rebuilt, archived) -> None:
             raise ValueError(f"{path}: diffraction_to_obj weight {name!r} differs from the autoencoder's")
 
 
+def _check_gridsize(path: str, manifest: dict, autoencoder) -> None:
+    """ValueError naming ``path`` if ``manifest["metadata"]["gridsize"]`` (when recorded) is not the gridsize
+    of the model's first input, (B, N, N, C) with C = gridsize² (``ptycho.inputs.model_geometry``)."""
+    from ptycho.inputs import model_geometry
+
+    metadata = manifest.get("metadata")
+    if not isinstance(metadata, dict) or "gridsize" not in metadata:
+        return
+    recorded = metadata["gridsize"]
+    try:
+        _, gridsize = model_geometry(autoencoder)
+    except ValueError as exc:
+        raise ValueError(f"{path}: the manifest records gridsize {recorded!r}, but the model's input is not "
+                         f"(B, N, N, gridsize²): {exc}") from None
+    if isinstance(recorded, bool) or recorded != gridsize:
+        raise ValueError(f"{path}: the manifest records gridsize {recorded!r}, but the model's input is for "
+                         f"gridsize {gridsize} (C = {gridsize ** 2})")
+
+
 def load_model(path, compile: bool = False):
     """Load an archive written by :func:`save_model`.
 
@@ -282,7 +294,8 @@ def load_model(path, compile: bool = False):
     the archived copy. ``compile=True`` also restores the compiled loss/optimizer of the autoencoder.
     Raises FileNotFoundError if ``path`` does not exist and ValueError naming ``path`` and the problem
     for anything else wrong: not a zip, truncated, missing member, checksum mismatch, bad manifest,
-    unsafe content (Lambda layers), or a diffraction_to_obj that does not match the autoencoder.
+    unsafe content (Lambda layers), a diffraction_to_obj that does not match the autoencoder, or a manifest
+    gridsize (``metadata.gridsize``) that is not the model's.
     """
     path = os.fspath(path)
     manifest, blobs = _read_archive(path)
@@ -292,4 +305,5 @@ def load_model(path, compile: bool = False):
         archived = _load_keras(path, scratch, "diffraction_to_obj", blobs["diffraction_to_obj"], False)
     diffraction_to_obj = _rebuild_sub_model(path, autoencoder, manifest.get("diffraction_to_obj", {}))
     _check_same_weights(path, diffraction_to_obj, archived)
+    _check_gridsize(path, manifest, autoencoder)
     return autoencoder, diffraction_to_obj, manifest

@@ -2,7 +2,8 @@
 
 :func:`run_logging` attaches a log file (appended, so re-runs add to the record) and optionally the
 console to a named logger for the duration of a run; :func:`versions` gives the software versions a
-run's outputs record. Importing this module does no work.
+run's outputs record (the one version record: study summaries and the model archive's manifest read it).
+Importing this module does no work.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from typing import Iterator, Optional
 
 #: Distributions whose versions a run records.
 RECORDED_DISTRIBUTIONS = ("numpy", "scipy", "tensorflow", "keras", "matplotlib", "scikit-image")
+#: The importable module of a distribution whose name differs from it.
+_MODULE_OF = {"scikit-image": "skimage"}
 
 _FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
 
@@ -54,8 +57,15 @@ def versions() -> dict[str, Optional[str]]:
 
     out: dict[str, Optional[str]] = {"python": sys.version.split()[0], "ptycho": ptycho.__version__}
     for dist in RECORDED_DISTRIBUTIONS:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
+        out[dist] = _version(dist)
     return out
+
+
+def _version(dist: str) -> Optional[str]:
+    """The installed version of distribution ``dist``; if its metadata is missing (installed under another
+    name, e.g. ``tensorflow-cpu``), the ``__version__`` of its module when already imported, else None."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        module = sys.modules.get(_MODULE_OF.get(dist, dist))
+        return getattr(module, "__version__", None)

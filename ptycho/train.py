@@ -1,11 +1,8 @@
 """Training: a seeded ``tf.data`` pipeline, the callbacks of SPEC §5, XLA-compiled steps, JSON history."""
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import tempfile
 import time
 from typing import Optional, Sequence
 
@@ -16,18 +13,12 @@ import tensorflow as tf
 from ptycho import diagnostics, files
 from ptycho.config import TrainingConfig
 from ptycho.data import PtychoDataset
+from ptycho.inputs import check_dataset, model_inputs
 from ptycho.model import (adapt_input_normalization, compile_autoencoder, get_conv_dtype, get_intensity_scale,
                           resolve_jit_compile)
+from ptycho.monitor import EpochLog
 
 logger = logging.getLogger(__name__)
-
-
-def model_inputs(dataset: PtychoDataset, intensity_scale: float) -> dict[str, np.ndarray]:
-    """Model inputs: ``diffraction`` (B, N, N, C) float32 = s·X (√counts), ``positions`` (B, 1, 2, C)."""
-    return {
-        "diffraction": (np.asarray(dataset.X, np.float32) * np.float32(intensity_scale)),
-        "positions": np.asarray(dataset.coords_relative, np.float32),
-    }
 
 
 def split_indices(n_groups: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,29 +54,33 @@ def make_pipeline(inputs: dict[str, np.ndarray], indices: np.ndarray, batch_size
     return data.batch(batch_size, drop_remainder=drop).map(with_targets).prefetch(tf.data.AUTOTUNE)
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Log one line per epoch (losses, learning rate, seconds) through ``logging``."""
+class EpochLogger(EpochLog):
+    """The epoch logger ``train`` adds when its caller gave none: ``monitor.EpochLog`` on this module's logger
+    (``ptycho.train``), labelled ``train``; ``nepochs`` None drops the ``/n`` of ``epoch e/n``."""
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        values = " ".join(f"{k}={v:.6g}" for k, v in sorted(logs.items()) if k != "learning_rate")
-        logger.info("epoch %d: %s lr=%.3g (%.1f s)", epoch + 1, values, lr, time.perf_counter() - self._start)
+    def __init__(self, nepochs: Optional[int] = None):
+        super().__init__(logger, "train", nepochs)
 
 
-def _callbacks(config: TrainingConfig, has_validation: bool) -> list[keras.callbacks.Callback]:
+def _callbacks(config: TrainingConfig, has_validation: bool,
+               extra: Sequence[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
+    """SPEC §5's callbacks, then ``extra``, then one epoch logger unless ``extra`` holds one already.
+
+    The logger comes last so that it sees what the caller's monitors write into an epoch's logs
+    (``test_ssim``); there is one per run, so every epoch is logged once.
+    """
     monitor = "val_loss" if has_validation else "loss"
-    return [
+    callbacks = [
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=config.lr_factor, patience=config.lr_patience,
                                           min_lr=config.min_lr, verbose=0),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience,
                                       restore_best_weights=True, verbose=0),
         keras.callbacks.TerminateOnNaN(),
-        EpochLogger(),
+        *extra,
     ]
+    if not any(isinstance(callback, EpochLog) for callback in extra):
+        callbacks.append(EpochLogger(config.nepochs))
+    return callbacks
 
 
 def _model_probe(autoencoder: keras.Model, dataset: PtychoDataset) -> np.ndarray:
@@ -107,6 +102,8 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     with Adam(``config.learning_rate``) and XLA as ``config.jit_compile`` says (recorded as ``jit_compile``, with
     the convolution precision as ``conv_dtype``). Its inputs are s·X with s the model's own intensity scale.
     History (per-epoch lists plus ``epochs_run``) is written atomically as JSON to ``history_path`` when given.
+    Each epoch is logged once: by the ``ptycho.monitor.EpochLog`` among ``callbacks`` if there is one, else by
+    :class:`EpochLogger` on this module's logger.
 
     Before anything is compiled or fitted, ``ptycho.diagnostics.check_forward_model`` checks that the model's
     probe and amplitude ceiling can explain the data, and raises ``ValueError`` (naming ``source``, the data
@@ -115,11 +112,7 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     """
     if not isinstance(config, TrainingConfig):
         raise TypeError(f"config: expected TrainingConfig, got {type(config).__name__}")
-    if not isinstance(dataset, PtychoDataset):
-        raise TypeError(f"dataset: expected PtychoDataset, got {type(dataset).__name__}")
-    expected = tuple(autoencoder.inputs[0].shape[1:])
-    if tuple(dataset.X.shape[1:]) != expected:
-        raise ValueError(f"dataset: grouped diffraction has shape {dataset.X.shape[1:]}, the model expects {expected}")
+    check_dataset(autoencoder, dataset)
     warnings = diagnostics.check_forward_model(dataset, diagnostics.model_amplitude_max(autoencoder), source,
                                                probe=_model_probe(autoencoder, dataset))
     diagnostics.log_warnings(logger, warnings)
@@ -138,7 +131,7 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     start = time.perf_counter()
     fit = autoencoder.fit(train_data, validation_data=val_data, epochs=config.nepochs, verbose=config.verbose,
                           shuffle=False,  # the pipeline shuffles, seeded
-                          callbacks=_callbacks(config, val_data is not None) + list(callbacks or []))
+                          callbacks=_callbacks(config, val_data is not None, list(callbacks or [])))
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     history["epochs_run"] = len(history.get("loss", []))
     history["input_statistics_adapted"] = bool(adapted)
@@ -154,25 +147,7 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
 
 
 def write_json_atomic(path: str, payload: dict) -> None:
-    """Write ``payload`` as JSON to ``path`` via a temporary file and rename (non-finite floats -> null)."""
-    def clean(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        return value
-
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        files.ordinary_mode(fd)  # not mkstemp's 0600 (FILE-MODE-001)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(clean(payload), handle, indent=2, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``payload`` as strict JSON to ``path`` (``files.write_json``: atomic, non-finite floats -> null),
+    creating ``path``'s directory first if it does not exist."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    files.write_json(path, payload)

@@ -107,12 +107,12 @@ def write_training_outputs(trained: TrainedModel, paths: Sequence[os.PathLike | 
     ``metadata`` (JSON-serialisable) is stored in the archive's manifest with N, gridsize and s.
     """
     from ptycho import persistence
+    from ptycho.inputs import model_geometry
 
     history_path, figure_path, model_path = paths
     history_lib.write_history(trained.history, history_path, figure_path, title=title)
-    N, _, C = trained.autoencoder.inputs[0].shape[1:]
-    meta = {"N": int(N), "gridsize": int(round(C ** 0.5)), "intensity_scale": trained.intensity_scale,
-            **dict(metadata or {})}
+    N, gridsize = model_geometry(trained.autoencoder)
+    meta = {"N": N, "gridsize": gridsize, "intensity_scale": trained.intensity_scale, **dict(metadata or {})}
     persistence.save_model(model_path, trained.autoencoder, trained.diffraction_to_obj, metadata=meta)
 
 

@@ -191,6 +191,7 @@ def test_training_history_and_log(round_trip):
     assert -1.0 <= history["test_ssim_initial"] <= 1.0
     log = (d / "run" / "train.log").read_text()
     assert "ptycho train data.npz: 40 groups of 4, N=32" in log and "train: epoch 1/1" in log and "done:" in log
+    assert len(re.findall(r"\bepoch \d", log)) == 1, log  # one epoch logger: each epoch logged once
 
 
 def test_metrics_json_has_every_key_and_evaluate_agrees(round_trip):

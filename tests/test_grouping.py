@@ -6,7 +6,7 @@ import pytest
 
 from ptycho import simulate
 from ptycho.data import PtychoDataset
-from ptycho.grouping import group_positions
+from ptycho.grouping import gridsize_of, group_positions
 from ptycho.simulate import random_positions
 
 
@@ -87,6 +87,18 @@ def test_grouping_rejects_bad_arguments():
         group_positions(x, y[:5], 2, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="rng"):
         group_positions(x, y, 2)
+
+
+def test_gridsize_of_is_the_square_root_of_c():
+    """The one C -> gridsize conversion (data, model geometry, manifest check): exact squares >= 1 only."""
+    assert [gridsize_of(C) for C in (1, 4, 9, 16)] == [1, 2, 3, 4]
+    assert gridsize_of(np.int64(9)) == 3
+    for C in (0, 2, 3, 8, -4):
+        with pytest.raises(ValueError, match=rf"^C = {C} is not a perfect square \(gridsize\*\*2\)$"):
+            gridsize_of(C)
+    data = PtychoDataset(diffraction=np.ones((9, 4, 4)), xcoords=np.arange(9.0), ycoords=np.arange(9.0),
+                         probe=np.ones((4, 4)), group_indices=np.arange(9)[None, :])
+    assert data.gridsize == 3
 
 
 def test_simulate_re_exports_the_grouping_function():

@@ -6,7 +6,7 @@ import pytest
 # Modules whose import must not even load TensorFlow.
 LIGHT_MODULES = ["ptycho", "ptycho.params", "ptycho.config", "ptycho.grouping", "ptycho.data", "ptycho.files",
                  "ptycho.runlog", "ptycho.figures", "ptycho.history", "ptycho.reconstruction", "ptycho.scan_region",
-                 "ptycho.argtypes", "ptycho.cli", "ptycho.studies.dose"]
+                 "ptycho.argtypes", "ptycho.cli", "ptycho.studies.dose", "ptycho.inputs"]
 
 PROBE_SNIPPET = """
 import json, random, sys
@@ -57,6 +57,7 @@ ALL_MODULES = [
     "ptycho.studies.dose.study", "ptycho.studies.dose.cli", "ptycho.grouping", "ptycho.files", "ptycho.runlog",
     "ptycho.figures", "ptycho.history", "ptycho.reconstruction", "ptycho.scan_region", "ptycho.monitor",
     "ptycho.workflow", "ptycho.argtypes", "ptycho.cli", "ptycho.__main__",
+    "ptycho.inputs",
 ]
 
 

@@ -53,7 +53,8 @@ def test_stitching_true_group_objects_reproduces_the_object():
 def test_reconstruct_rejects_mismatched_dataset():
     data = _grid_dataset(N=32)
     model = _TruthModel(_grid_dataset(N=16))
-    with pytest.raises(ValueError, match="dataset"):
+    with pytest.raises(ValueError, match=r"^dataset: grouped diffraction has shape \(32, 32, 1\), the model "
+                                         r"expects \(16, 16, 1\)$"):
         reconstruct(model, data)
     with pytest.raises(ValueError, match="M"):
         reconstruct(_TruthModel(data), data, M=0)

@@ -119,6 +119,54 @@ def test_manifest_holds_metadata_versions_and_digests(saved):
             assert zipfile.is_zipfile(__import__("io").BytesIO(data))   # Keras-native .keras
 
 
+def test_manifest_versions_are_the_run_record(saved, tmp_path, monkeypatch):
+    """One version record: the manifest's versions are ``runlog.versions()``'s, which falls back to an
+    imported module's ``__version__`` when a distribution's metadata is missing (e.g. tensorflow-cpu)."""
+    import importlib.metadata
+
+    from ptycho import runlog
+
+    _, autoencoder, diffraction_to_obj, _ = saved
+    real_version = importlib.metadata.version
+
+    def without_tensorflow(dist):
+        if dist == "tensorflow":
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return real_version(dist)
+
+    monkeypatch.setattr(importlib.metadata, "version", without_tensorflow)
+    assert runlog.versions()["tensorflow"] == tf.__version__
+    monkeypatch.setattr(runlog, "versions", lambda: {"ptycho": "p", "tensorflow": "t", "keras": "k", "numpy": "n"})
+    persistence.save_model(tmp_path / "v.zip", autoencoder, diffraction_to_obj)
+    with zipfile.ZipFile(tmp_path / "v.zip") as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    assert {k: v for k, v in manifest.items() if k.endswith("_version") and k != "format_version"} == \
+        {"ptycho_version": "p", "tensorflow_version": "t", "keras_version": "k"}
+
+
+def test_manifest_gridsize_must_match_the_model(saved, tmp_path):
+    """The gridsize recorded in the manifest is read back: one that is not the model's √C is refused."""
+    path = saved[0]
+
+    def gridsize(value):
+        def replace(name, data):
+            if name != "manifest.json":
+                return data
+            manifest = json.loads(data)
+            manifest["metadata"]["gridsize"] = value
+            return json.dumps(manifest).encode()
+        return replace
+
+    bad = tmp_path / "gridsize2.zip"
+    _rewrite(path, bad, replace=gridsize(2))
+    with pytest.raises(ValueError) as caught:
+        persistence.load_model(bad)
+    assert str(caught.value) == (f"{bad}: the manifest records gridsize 2, but the model's input is for gridsize 1 "
+                                 "(C = 1)")
+    _rewrite(path, tmp_path / "gridsize1.zip", replace=gridsize(1))
+    persistence.load_model(tmp_path / "gridsize1.zip")
+
+
 def _rewrite(src, dst, replace=None, drop=None):
     with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w") as b:
         for name in a.namelist():

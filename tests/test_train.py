@@ -1,5 +1,6 @@
 """Training: pipeline, split, callbacks, history JSON; learning beats an untrained model (slow)."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -75,6 +76,32 @@ def test_train_adapts_the_input_standardizer_once_from_the_training_split(small_
     reference, _ = create_model_with_gridsize(2, 64, intensity_scale=1.0, architecture="reference",
                                               input_normalization="none", jit_compile=False)
     assert adapt_input_normalization(reference, np.asarray(small_dataset.X)) is False
+
+
+def test_inputs_come_from_the_one_builder():
+    """Training and inference build the network's inputs with ptycho.inputs (one builder, one shape check)."""
+    from ptycho import inference, inputs, train as train_module
+
+    assert train_module.model_inputs is inputs.model_inputs and inference.model_inputs is inputs.model_inputs
+    assert train_module.check_dataset is inputs.check_dataset and inference.check_dataset is inputs.check_dataset
+
+
+def test_each_epoch_is_logged_once_in_a_run_log(small_dataset, tmp_path):
+    """One epoch logger per run: a run log on the package's logger ('ptycho', parent of 'ptycho.train') holds
+    one line per epoch whether the caller passes its own ``monitor.EpochLog`` or ``train`` adds its default."""
+    from ptycho.monitor import EpochLog
+    from ptycho.runlog import run_logging
+
+    config = TrainingConfig(nepochs=2, batch_size=8, jit_compile=False, verbose=0, early_stopping_patience=10)
+    for label in ("mine", None):
+        ae, _ = create_model_with_gridsize(2, 64, probe=small_dataset.probe,
+                                           intensity_scale=small_dataset.intensity_scale, seed=0, jit_compile=False)
+        path = tmp_path / f"{label}.log"
+        with run_logging(path, "ptycho", console=False) as log:
+            train(ae, small_dataset, config, callbacks=[EpochLog(log, label, config.nepochs)] if label else None)
+        epochs = re.findall(r"INFO (\w+): epoch (\S+)  ", path.read_text())
+        assert epochs == [(label or "train", "1/2"), (label or "train", "2/2")], path.read_text()
+        assert len(re.findall(r"\bepoch \d", path.read_text())) == 2
 
 
 def test_train_rejects_bad_arguments(small_dataset):

@@ -3,7 +3,9 @@
 Every writer that goes through ``tempfile.mkstemp`` and ``os.replace`` kept mkstemp's private mode. Outputs now
 get what ``open()`` would give: 0o666 less the umask (0644 under the usual 022).
 """
+import contextlib
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,3 +46,27 @@ def test_every_writer_gives_ordinary_permissions(tmp_path, umask, capsys):
     persistence._write_atomically(str(tmp_path / "model.zip"), {"member": b"bytes"})
     for name in ("direct.npz", "m.json", "a.npz", "private.bin", "history.json", "model.zip"):
         assert _mode(tmp_path / name) == expected, name
+
+
+def test_every_writer_goes_through_the_one_atomic_writer(tmp_path, monkeypatch):
+    """One atomic writer (``files.atomic_paths``): the data file, the model archive and the history JSON all
+    take it, so all get its temporary naming, cleanup and file mode; the JSON writer still makes its directory."""
+    from ptycho import persistence, train
+
+    taken = []
+    real = files.atomic_paths
+
+    @contextlib.contextmanager
+    def spy(paths):
+        taken.extend(Path(p).name for p in paths)
+        with real(paths) as temps:
+            yield temps
+
+    monkeypatch.setattr(files, "atomic_paths", spy)
+    save_npz(tmp_path / "data.npz", simulate_dataset(SimulationConfig(N=16, n_positions=4, object_size=32,
+                                                                      buffer=4.0)))
+    persistence._write_atomically(str(tmp_path / "model.zip"), {"member": b"bytes"})
+    train.write_json_atomic(str(tmp_path / "new" / "history.json"), {"loss": [1.0, float("nan")]})
+    assert taken == ["data.npz", "model.zip", "history.json"]
+    assert (tmp_path / "new" / "history.json").read_text() == '{\n  "loss": [\n    1.0,\n    null\n  ]\n}\n'
+    assert sorted(os.listdir(tmp_path)) == ["data.npz", "model.zip", "new"]

@@ -58,3 +58,22 @@ def test_quiet_progress_line_per_epoch():
     first, second = stream.getvalue().splitlines()
     assert first.startswith("epoch 3/8  loss=1234.6  val_loss=2345.6  (") and first.endswith(" s)")
     assert second.startswith("epoch 4/8  loss=1000  val_loss=2000  lr=0.0005  (")
+
+
+def test_the_epoch_logger_line(caplog):
+    """The one epoch logger: ``EpochLog`` (a caller's run log) and ``train.EpochLogger`` (train's default, on
+    ``ptycho.train``) write the same line; without nepochs the ``/n`` is left out."""
+    import logging
+
+    from ptycho.monitor import EpochLog
+    from ptycho.train import EpochLogger
+
+    log = logging.getLogger("ptycho.test_epoch_log")
+    with caplog.at_level(logging.INFO):
+        for callback in (EpochLog(log, "arm a", 8), EpochLogger(8), EpochLogger()):
+            callback.on_epoch_begin(2)
+            callback.on_epoch_end(2, {"loss": 1234.5678, "val_loss": 2345.6, "note": "text"})
+    assert [(r.name, r.getMessage().split("  (")[0]) for r in caplog.records] == [
+        ("ptycho.test_epoch_log", "arm a: epoch 3/8  loss=1234.6 val_loss=2345.6"),
+        ("ptycho.train", "train: epoch 3/8  loss=1234.6 val_loss=2345.6"),
+        ("ptycho.train", "train: epoch 3  loss=1234.6 val_loss=2345.6")]
