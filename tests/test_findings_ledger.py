@@ -193,3 +193,22 @@ def test_replay_and_mutation_report_read_wrapped_items_through_the_same_parser(t
 def test_a_malformed_entry_head_is_reported_not_skipped():
     assert ledger.format_problems("## Decisions\n\n- **lower-case-001** — (decision) x — pinned by `t.py::t`\n")
     assert not ledger.format_problems("- **UPPER-001** — (decision) x — pinned by `t.py::t`\n")
+
+
+def test_every_planted_defect_patch_still_applies_to_the_tree():
+    """DEFECT-REPLAY-001's replay fails late (after 18 minutes) on a patch the code has moved away from; two had
+    drifted unnoticed (PATCH-DRIFT-001). ``git apply --check`` of each patch against the working tree is instant."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    git = shutil.which("git")
+    if git is None or not (ROOT / ".git").exists():
+        pytest.fail("this check needs git and a git checkout of the repository")
+    stale = []
+    for patch in sorted((ROOT / "tests" / "fixtures" / "defects").glob("*.patch")):
+        proc = subprocess.run([git, "apply", "--check", str(patch)], cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            stale.append(f"{patch.name}: {proc.stderr.strip()}")
+    assert not stale, "patches that no longer apply (rewrite them against the current code):\n" + "\n".join(stale)
