@@ -12,13 +12,14 @@ Forward model (per group of C = gridsize² scan positions, SPEC §4)::
     amp      = s · |fftshift(fft2(P · Ô_c, norm='ortho'))|          output 1, √counts
     intensity = amp²                                               output 2, counts
 
-``create_model_with_gridsize`` builds ``(autoencoder, diffraction_to_obj)`` sharing weights. The probe and
-the intensity scale ``s`` (stored as log s) are Keras weights of the model, so each model keeps its own.
-The layers live in ``ptycho.layers`` and the device defaults (XLA, bfloat16) in ``ptycho.device``; both
-are re-exported here.
+``build_models(config, probe, scale)`` builds ``(autoencoder, diffraction_to_obj)`` sharing weights from an
+explicit ``ModelConfig``; ``create_model_with_gridsize`` is the adapter that also takes legacy settings
+(``ptycho.legacy``) and compiles. The probe and the intensity scale ``s`` (stored as log s) are Keras weights
+of the model, so each model keeps its own. The layers live in ``ptycho.layers`` and the device defaults
+(XLA, bfloat16) in ``ptycho.device``; both are re-exported here.
 
 Importing this module builds nothing: ``autoencoder`` / ``diffraction_to_obj`` are resolved lazily from the
-legacy ``params.cfg`` on first access (module ``__getattr__``) and cached in ``_lazy_cache``.
+legacy settings on first access (module ``__getattr__``) and cached in ``_lazy_cache``.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ptycho import params
+from ptycho import legacy
 from ptycho.config import ModelConfig
 from ptycho.device import (KERAS_POLICY, default_conv_dtype, default_jit_compile,  # noqa: F401 (re-exported)
                            resolve_conv_dtype, resolve_jit_compile)
@@ -46,6 +47,7 @@ _lazy_cache: dict[str, Any] = {}
 _model_construction_done: bool = False
 
 _LAZY_NAMES = ("autoencoder", "diffraction_to_obj")
+
 
 # --------------------------------------------------------------------------------------------------
 # Architecture
@@ -123,116 +125,6 @@ def _decoder(x, filters: tuple[int, ...], C: int, prefix: str, init: _SeededInit
     return _conv(C, f"{prefix}_logits", init, activation=None)(x)
 
 
-# --------------------------------------------------------------------------------------------------
-# Factory
-# --------------------------------------------------------------------------------------------------
-def _resolve(name: str, explicit, legacy_key: Optional[str] = None):
-    """Keyword argument, else the ``params.cfg`` value (legacy scripts set it there), else None.
-
-    ``params.DEFAULTS`` equal the ``ModelConfig`` defaults, so an untouched cfg changes nothing.
-    """
-    if explicit is not None:
-        return explicit
-    return params.cfg.get(legacy_key or name)
-
-
-def resolve_probe(N: int, probe, probe_scale: float, default_probe_scale: float) -> np.ndarray:
-    """The probe a model for size N uses: (N, N) complex64.
-
-    An explicit ``probe`` must be (N, N) or (N, N, 1). A legacy ``params.cfg['probe']`` of the right size is
-    used as is; one of another size is replaced, with a warning, by the normalised default probe for N.
-    """
-    if probe is not None:
-        arr = np.asarray(probe)
-        if arr.shape not in ((N, N), (N, N, 1)):
-            raise ValueError(f"probe: expected shape ({N}, {N}) or ({N}, {N}, 1) for N={N}, got {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError("probe: contains non-finite values")
-        return arr.reshape(N, N).astype(np.complex64)
-    legacy = params.cfg.get("probe")
-    if legacy is not None:
-        arr = np.asarray(legacy)
-        if arr.shape in ((N, N), (N, N, 1)):
-            return arr.reshape(N, N).astype(np.complex64)
-        logger.warning("params.cfg['probe'] has shape %s but the model has N=%d: using the normalised "
-                       "default probe for N=%d instead", arr.shape, N, N)
-    default = get_default_probe(N, fmt="np", default_probe_scale=default_probe_scale)
-    return np.asarray(normalize_probe(default, probe_scale)).astype(np.complex64)
-
-
-def default_intensity_scale(N: int, nphotons: float) -> float:
-    """Fallback s when no data set is given: sqrt(nphotons) / (N / 2) (the legacy default)."""
-    return math.sqrt(nphotons) / (N / 2)
-
-
-def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_scale: Optional[float] = None,
-                               offset: Optional[int] = None, max_position_jitter: Optional[int] = None,
-                               padded_size: Optional[int] = None, n_filters_scale: Optional[int] = None,
-                               object_amplitude_max: Optional[float] = None, probe_scale: Optional[float] = None,
-                               default_probe_scale: Optional[float] = None, probe_trainable: Optional[bool] = None,
-                               intensity_scale_trainable: Optional[bool] = None, nphotons: Optional[float] = None,
-                               nll_weight: Optional[float] = None, mae_weight: Optional[float] = None,
-                               learning_rate: Optional[float] = None, input_normalization: Optional[str] = None,
-                               architecture: Optional[str] = None, conv_dtype: Optional[str] = None,
-                               jit_compile: Optional[bool] = None, seed: int = 0):
-    """Build ``(autoencoder, diffraction_to_obj)`` for patches of N×N pixels and gridsize² channels.
-
-    Each setting comes from its keyword argument, else from ``params.cfg`` where a legacy script set it,
-    else from the ``ModelConfig`` default. ``intensity_scale`` (s, √counts per unit amplitude) should
-    come from the training data (``PtychoDataset.intensity_scale``); without it the legacy default
-    sqrt(nphotons)/(N/2) is used. Both models are compiled with ``jit_compile`` (XLA) explicit, None meaning
-    :func:`default_jit_compile` (on with a GPU, off on CPU); the autoencoder with Adam and the loss weights (Poisson NLL on intensity, MAE on amplitude). ``seed`` fixes
-    the weight initialisation. ``input_normalization`` 'standardize' (default) adds a per-pixel input
-    standardiser whose statistics ``train`` estimates from the training data on first use (or call
-    ``adapt_input_normalization``); 'none' feeds x = d/s. ``architecture`` 'unet' (default) adds the
-    holographic input estimate and U-Net skips; 'reference' with ``input_normalization='none'`` builds the
-    SPEC §4 network exactly. ``conv_dtype`` 'float32' / 'bfloat16' sets the convolution stack's compute
-    precision; None means bfloat16 where the device computes it natively (:func:`default_conv_dtype`).
-
-    Returns two Keras models sharing weights. Inputs: ``diffraction`` (B, N, N, C) float32 = s·X and
-    ``positions`` (B, 1, 2, C) float32 = coords_relative. Outputs: object (B, N, N, 1) complex64,
-    amplitude (B, N, N, C) float32 (s·Â), intensity (B, N, N, C) float32 ((s·Â)²).
-    """
-    defaults = ModelConfig()
-    values = {
-        "offset": _resolve("offset", offset),
-        "max_position_jitter": _resolve("max_position_jitter", max_position_jitter),
-        "padded_size": padded_size,
-        "n_filters_scale": _resolve("n_filters_scale", n_filters_scale),
-        "object_amplitude_max": _resolve("object_amplitude_max", object_amplitude_max),
-        "probe_scale": _resolve("probe_scale", probe_scale),
-        "default_probe_scale": _resolve("default_probe_scale", default_probe_scale),
-        "probe_trainable": _resolve("probe_trainable", probe_trainable, "probe.trainable"),
-        "intensity_scale_trainable": _resolve("intensity_scale_trainable", intensity_scale_trainable,
-                                              "intensity_scale.trainable"),
-        "input_normalization": _resolve("input_normalization", input_normalization),
-        "architecture": _resolve("architecture", architecture),
-        "conv_dtype": resolve_conv_dtype(_resolve("conv_dtype", conv_dtype)),
-    }
-    config = ModelConfig(N=N, gridsize=gridsize,
-                         **{k: (getattr(defaults, k) if v is None else v) for k, v in values.items()})
-    _n_encoder_blocks(config.N)
-    probe_array = resolve_probe(config.N, probe, config.probe_scale, config.default_probe_scale)
-    scale = _resolve("intensity_scale", intensity_scale)
-    if scale is None:
-        scale = default_intensity_scale(config.N, _resolve("nphotons", nphotons) or params.DEFAULTS["nphotons"])
-    if not (isinstance(scale, (int, float, np.floating)) and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"intensity_scale: must be a finite number > 0, got {scale!r}")
-
-    # The legacy XLA switch (params.cfg / USE_XLA_TRANSLATE) is read once, here, and fixed in the layers.
-    autoencoder, diffraction_to_obj = build_models(config, probe_array, float(scale), seed=seed,
-                                                   use_xla=should_use_xla())
-    nll = _resolve("nll_weight", nll_weight)
-    mae = _resolve("mae_weight", mae_weight)
-    jit_compile = resolve_jit_compile(jit_compile)
-    compile_autoencoder(autoencoder, nll_weight=params.DEFAULTS["nll_weight"] if nll is None else nll,
-                        mae_weight=params.DEFAULTS["mae_weight"] if mae is None else mae,
-                        learning_rate=_resolve("learning_rate", learning_rate) or params.DEFAULTS["learning_rate"],
-                        jit_compile=jit_compile)
-    diffraction_to_obj.compile(jit_compile=jit_compile)
-    return autoencoder, diffraction_to_obj
-
-
 def _conv_stack(x, config: ModelConfig, init: _SeededInit):
     """Encoder and the two decoders: features (B, N, N, K) -> amplitude and phase logits (B, N/2, N/2, C).
 
@@ -292,6 +184,90 @@ def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float,
     if unet:
         autoencoder.get_layer("input_features").set_probe(probe)
     diffraction_to_obj = keras.Model([diffraction, positions], obj, name="diffraction_to_obj")
+    return autoencoder, diffraction_to_obj
+
+
+# --------------------------------------------------------------------------------------------------
+# Factory
+# --------------------------------------------------------------------------------------------------
+def resolve_probe(N: int, probe, probe_scale: float, default_probe_scale: float) -> np.ndarray:
+    """The probe a model for size N uses: (N, N) complex64.
+
+    An explicit ``probe`` must be (N, N) or (N, N, 1). A legacy probe (``legacy.legacy_probe``) of the right
+    size is used as is; one of another size is replaced, with a warning, by the normalised default probe for N.
+    """
+    if probe is not None:
+        arr = np.asarray(probe)
+        if arr.shape not in ((N, N), (N, N, 1)):
+            raise ValueError(f"probe: expected shape ({N}, {N}) or ({N}, {N}, 1) for N={N}, got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("probe: contains non-finite values")
+        return arr.reshape(N, N).astype(np.complex64)
+    from_legacy = legacy.legacy_probe(N)
+    if from_legacy is not None:
+        return from_legacy
+    default = get_default_probe(N, fmt="np", default_probe_scale=default_probe_scale)
+    return np.asarray(normalize_probe(default, probe_scale)).astype(np.complex64)
+
+
+def default_intensity_scale(N: int, nphotons: float) -> float:
+    """Fallback s when no data set is given: sqrt(nphotons) / (N / 2) (the legacy default)."""
+    return math.sqrt(nphotons) / (N / 2)
+
+
+def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_scale: Optional[float] = None,
+                               offset: Optional[int] = None, max_position_jitter: Optional[int] = None,
+                               padded_size: Optional[int] = None, n_filters_scale: Optional[int] = None,
+                               object_amplitude_max: Optional[float] = None, probe_scale: Optional[float] = None,
+                               default_probe_scale: Optional[float] = None, probe_trainable: Optional[bool] = None,
+                               intensity_scale_trainable: Optional[bool] = None, nphotons: Optional[float] = None,
+                               nll_weight: Optional[float] = None, mae_weight: Optional[float] = None,
+                               learning_rate: Optional[float] = None, input_normalization: Optional[str] = None,
+                               architecture: Optional[str] = None, conv_dtype: Optional[str] = None,
+                               jit_compile: Optional[bool] = None, seed: int = 0):
+    """Build ``(autoencoder, diffraction_to_obj)`` for patches of N×N pixels and gridsize² channels.
+
+    Each setting comes from its keyword argument, else from the legacy ``params`` dict where a legacy script
+    set it, else from the ``ModelConfig`` default (``ptycho.legacy.config_from_legacy``). ``intensity_scale``
+    (s, √counts per unit amplitude) should come from the training data (``PtychoDataset.intensity_scale``);
+    without it the legacy default sqrt(nphotons)/(N/2) is used. Both models are compiled with ``jit_compile``
+    (XLA) explicit, None meaning :func:`default_jit_compile` (on with a GPU, off on CPU); the autoencoder with
+    Adam and the loss weights (Poisson NLL on intensity, MAE on amplitude). ``seed`` fixes
+    the weight initialisation. ``input_normalization`` 'standardize' (default) adds a per-pixel input
+    standardiser whose statistics ``train`` estimates from the training data on first use (or call
+    ``adapt_input_normalization``); 'none' feeds x = d/s. ``architecture`` 'unet' (default) adds the
+    holographic input estimate and U-Net skips; 'reference' with ``input_normalization='none'`` builds the
+    SPEC §4 network exactly. ``conv_dtype`` 'float32' / 'bfloat16' sets the convolution stack's compute
+    precision; None means bfloat16 where the device computes it natively (:func:`default_conv_dtype`).
+
+    Returns two Keras models sharing weights. Inputs: ``diffraction`` (B, N, N, C) float32 = s·X and
+    ``positions`` (B, 1, 2, C) float32 = coords_relative. Outputs: object (B, N, N, 1) complex64,
+    amplitude (B, N, N, C) float32 (s·Â), intensity (B, N, N, C) float32 ((s·Â)²).
+    """
+    settings = legacy.config_from_legacy(
+        gridsize, N, padded_size=padded_size, offset=offset, max_position_jitter=max_position_jitter,
+        n_filters_scale=n_filters_scale, object_amplitude_max=object_amplitude_max, probe_scale=probe_scale,
+        default_probe_scale=default_probe_scale, probe_trainable=probe_trainable,
+        intensity_scale_trainable=intensity_scale_trainable, input_normalization=input_normalization,
+        architecture=architecture, conv_dtype=conv_dtype, intensity_scale=intensity_scale, nphotons=nphotons,
+        nll_weight=nll_weight, mae_weight=mae_weight, learning_rate=learning_rate)
+    config = settings.config
+    _n_encoder_blocks(config.N)
+    probe_array = resolve_probe(config.N, probe, config.probe_scale, config.default_probe_scale)
+    scale = settings.intensity_scale
+    if scale is None:
+        scale = default_intensity_scale(config.N, settings.nphotons)
+    if not (isinstance(scale, (int, float, np.floating)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"intensity_scale: must be a finite number > 0, got {scale!r}")
+
+    # The XLA translation switch (USE_XLA_TRANSLATE, else the legacy setting) is read once, here, and fixed
+    # in the layers.
+    autoencoder, diffraction_to_obj = build_models(config, probe_array, float(scale), seed=seed,
+                                                   use_xla=should_use_xla())
+    jit_compile = resolve_jit_compile(jit_compile)
+    compile_autoencoder(autoencoder, nll_weight=settings.nll_weight, mae_weight=settings.mae_weight,
+                        learning_rate=settings.learning_rate, jit_compile=jit_compile)
+    diffraction_to_obj.compile(jit_compile=jit_compile)
     return autoencoder, diffraction_to_obj
 
 
@@ -365,8 +341,8 @@ def __getattr__(name: str):
 
 
 def _build_from_legacy_cfg() -> None:
-    """Build the legacy singletons from ``params.cfg`` on first access."""
+    """Build the legacy singletons from the legacy settings (gridsize, N, ...) on first access."""
     global _model_construction_done
-    autoencoder, diffraction_to_obj = create_model_with_gridsize(int(params.cfg["gridsize"]), int(params.cfg["N"]))
+    autoencoder, diffraction_to_obj = create_model_with_gridsize(int(legacy.value("gridsize")), int(legacy.value("N")))
     _lazy_cache.update(autoencoder=autoencoder, diffraction_to_obj=diffraction_to_obj)
     _model_construction_done = True
