@@ -66,7 +66,7 @@ class ModelConfig:
     ``input_normalization='none'``).
     ``conv_dtype``: the compute precision of the convolution stack, 'float32' or 'bfloat16' (weights,
     logits and all of the physics stay float32 / complex64); None (default) means bfloat16 where the device
-    multiplies it natively and float32 elsewhere (``ptycho.model.default_conv_dtype``, ledger BF16-CONV-001).
+    multiplies it natively and float32 elsewhere (``ptycho.device.default_conv_dtype``, ledger BF16-CONV-001).
     """
 
     N: int = 64

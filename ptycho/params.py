@@ -1,8 +1,9 @@
 """Legacy configuration mirror: one plain dict, ``cfg``, as scripts written for PtychoPINN expect.
 
 New code passes ``ptycho.config`` dataclasses explicitly. ``cfg`` exists so that legacy scripts
-(``params.cfg['N'] = 128``; ``params.set('probe', p)``) keep working; inside the package only the lazy
-``ptycho.model.autoencoder`` path and ``tf_helper.should_use_xla`` read it. Tests restore it by mutation.
+(``params.cfg['N'] = 128``; ``params.set('probe', p)``) keep working; inside the package only
+``ptycho.legacy`` reads it (for ``create_model_with_gridsize``, the lazy ``ptycho.model.autoencoder``, the XLA
+switch and the default probe's width), at call time. Tests restore it by mutation.
 """
 from __future__ import annotations
 
@@ -44,6 +45,11 @@ _LEGACY_NAMES = {
 }
 
 
+def legacy_key(field: str) -> str:
+    """The ``cfg`` key of a ``ptycho.config`` dataclass field (the field's own name unless renamed)."""
+    return _LEGACY_NAMES.get(field, field)
+
+
 def get(key: str) -> Any:
     """Return ``cfg[key]``; an unknown key raises ``KeyError`` naming it."""
     try:
@@ -71,5 +77,5 @@ def update_legacy_dict(cfg: dict[str, Any], config: Any) -> dict[str, Any]:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             update_legacy_dict(cfg, value)
         else:
-            cfg[_LEGACY_NAMES.get(field.name, field.name)] = value
+            cfg[legacy_key(field.name)] = value
     return cfg

@@ -14,7 +14,7 @@ from scipy.ndimage import gaussian_filter
 
 #: Disk radius in units of N / default_probe_scale.
 RADIUS_FACTOR = 0.12
-#: Fallback when no legacy script has set ``params.cfg['default_probe_scale']``.
+#: Fallback when no legacy script has set ``default_probe_scale`` (``ptycho.legacy``).
 DEFAULT_PROBE_SCALE = 0.7
 
 
@@ -33,9 +33,9 @@ def _check_size(N) -> int:
 
 def _resolve_scale(default_probe_scale) -> float:
     if default_probe_scale is None:
-        from ptycho import params  # read at call time: a legacy script may have set it
+        from ptycho import legacy  # read at call time: a legacy script may have set it
 
-        default_probe_scale = params.cfg.get("default_probe_scale", DEFAULT_PROBE_SCALE)
+        default_probe_scale = legacy.value("default_probe_scale", DEFAULT_PROBE_SCALE)
         if default_probe_scale is None:
             default_probe_scale = DEFAULT_PROBE_SCALE
     if isinstance(default_probe_scale, bool) or not isinstance(default_probe_scale, (int, float, np.floating)):
@@ -61,8 +61,8 @@ def get_default_probe(N: int, fmt: str = "np", default_probe_scale: float | None
     fmt : {'np', 'tf'}
         'np' -> (N, N) float64 real array; 'tf' -> (N, N, 1) complex64 ``tf.Tensor``.
     default_probe_scale : float or None
-        Low-pass width (larger -> smaller disk). None -> ``params.cfg['default_probe_scale']``,
-        read at call time (0.7 unless a legacy script set it).
+        Low-pass width (larger -> smaller disk). None -> the legacy setting ``default_probe_scale``
+        (``ptycho.legacy``), read at call time (0.7 unless a legacy script set it).
 
     Returns
     -------

@@ -56,15 +56,15 @@ def should_use_xla():
     """Whether ``translate`` takes the XLA path; read at each call, never at import.
 
     Precedence: the environment variable ``USE_XLA_TRANSLATE`` when set to a non-empty value (a
-    recognised boolean string wins; anything else raises ValueError naming it), else
-    ``ptycho.params.cfg['use_xla_translate']`` (default True).
+    recognised boolean string wins; anything else raises ValueError naming it), else the legacy setting
+    ``'use_xla_translate'`` (read through ``ptycho.legacy``; default True).
     """
     env = os.environ.get(ENV_VAR)
     if env is not None and env.strip() != "":
         return _parse_bool(env, f"environment variable {ENV_VAR}")
-    from ptycho import params
+    from ptycho import legacy
 
-    return _parse_bool(params.cfg.get("use_xla_translate", True), "params.cfg['use_xla_translate']")
+    return _parse_bool(legacy.value("use_xla_translate", True), legacy.source("use_xla_translate"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ import json
 import pytest
 
 # Modules whose import must not even load TensorFlow.
-LIGHT_MODULES = ["ptycho", "ptycho.params", "ptycho.config", "ptycho.grouping", "ptycho.data", "ptycho.files",
-                 "ptycho.runlog", "ptycho.figures", "ptycho.history", "ptycho.reconstruction", "ptycho.scan_region",
-                 "ptycho.argtypes", "ptycho.cli", "ptycho.studies.dose", "ptycho.inputs"]
+LIGHT_MODULES = ["ptycho", "ptycho.params", "ptycho.config", "ptycho.legacy", "ptycho.device", "ptycho.grouping",
+                 "ptycho.data", "ptycho.files", "ptycho.runlog", "ptycho.figures", "ptycho.history",
+                 "ptycho.reconstruction", "ptycho.scan_region", "ptycho.argtypes", "ptycho.cli", "ptycho.studies.dose",
+                 "ptycho.inputs"]
 
 PROBE_SNIPPET = """
 import json, random, sys
@@ -51,7 +52,8 @@ def test_light_modules_do_not_load_tensorflow(fresh_python):
 
 ALL_MODULES = [
     "ptycho", "ptycho.params", "ptycho.config", "ptycho.probe", "ptycho.objects", "ptycho.physics",
-    "ptycho.simulate", "ptycho.data", "ptycho.projective_warp_xla", "ptycho.tf_helper", "ptycho.model",
+    "ptycho.simulate", "ptycho.data", "ptycho.projective_warp_xla", "ptycho.tf_helper", "ptycho.legacy",
+    "ptycho.device", "ptycho.layers", "ptycho.model",
     "ptycho.losses", "ptycho.train", "ptycho.inference", "ptycho.evaluation", "ptycho.persistence",
     "ptycho.studies.dose", "ptycho.studies.dose.config", "ptycho.studies.dose.arm", "ptycho.studies.dose.figures",
     "ptycho.studies.dose.study", "ptycho.studies.dose.cli", "ptycho.grouping", "ptycho.files", "ptycho.runlog",

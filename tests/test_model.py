@@ -4,6 +4,7 @@ import pytest
 
 import keras
 
+from ptycho import device
 from ptycho import model as ptycho_model
 from ptycho.model import create_model_with_gridsize, get_intensity_scale, get_probe
 
@@ -432,7 +433,7 @@ def test_conv_dtype_default_is_bfloat16_only_where_the_device_computes_it_native
     monkeypatch.setattr(_pywrap_util_port, "IsMklEnabled", lambda: True)
     for flags, expected in [({"avx512f", "avx512_bf16"}, "bfloat16"), ({"amx_bf16"}, "bfloat16"),
                             ({"avx512f", "avx2", "fma"}, "float32"), (set(), "float32")]:
-        monkeypatch.setattr(ptycho_model, "_cpu_flags", lambda flags=flags: frozenset(flags))
+        monkeypatch.setattr(device, "_cpu_flags", lambda flags=flags: frozenset(flags))
         assert ptycho_model.resolve_conv_dtype(None) == expected, flags
     monkeypatch.setattr(_pywrap_util_port, "IsMklEnabled", lambda: False)  # TF's own kernels: no native bf16
     assert ptycho_model.resolve_conv_dtype(None) == "float32"
@@ -450,8 +451,8 @@ def test_conv_dtype_default_is_bfloat16_only_where_the_device_computes_it_native
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: x\nflags\t\t: fpu avx512f avx512_bf16\n\nprocessor\t: 1\n")
-    assert ptycho_model._cpu_flags(str(cpuinfo)) == frozenset({"fpu", "avx512f", "avx512_bf16"})
-    assert ptycho_model._cpu_flags(str(tmp_path / "absent")) == frozenset()
+    assert device._cpu_flags(str(cpuinfo)) == frozenset({"fpu", "avx512f", "avx512_bf16"})
+    assert device._cpu_flags(str(tmp_path / "absent")) == frozenset()
 
 
 def test_bfloat16_conv_stack_keeps_logits_and_physics_float32_and_round_trips(tmp_path):
