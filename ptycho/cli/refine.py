@@ -45,6 +45,8 @@ def add_parser(commands) -> None:
 
 
 def add_holdout(p: argparse.ArgumentParser, flag: str) -> None:
+    """Add the held-out fraction ``flag`` (a float in [0, 0.5), RefineConfig.holdout by default) to ``p``:
+    ``--holdout`` here, ``--refine-holdout`` in ``ptycho reconstruct``."""
     from ptycho.refine import RefineConfig
 
     p.add_argument(flag, type=holdout_fraction, default=RefineConfig.holdout, metavar="F",
