@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from ptycho import cli
+from ptycho.cli import common
 from ptycho.evaluation import METRIC_KEYS, RESULT_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -430,13 +431,13 @@ def test_keyboard_interrupt_is_exit_130_without_outputs(inputs, tmp_path, monkey
 def test_file_without_nphotons_is_taken_as_sqrt_counts(tmp_path):
     """A reference-project file has no 'nphotons': its amplitudes are sqrt(counts), so s = 1 (ledger CLI-DOSE-001)."""
     amplitudes = np.full((5, 32, 32), 2.0)
-    dataset = cli._load_data(_save(tmp_path / "ref.npz", diff3d=amplitudes, xcoords=np.arange(5.0),
-                                   ycoords=np.arange(5.0), probeGuess=np.ones((32, 32), np.complex128)))
+    dataset = common.load_data(_save(tmp_path / "ref.npz", diff3d=amplitudes, xcoords=np.arange(5.0),
+                                     ycoords=np.arange(5.0), probeGuess=np.ones((32, 32), np.complex128)))
     assert dataset.nphotons is None
-    with_dose = cli._with_dose(dataset, tmp_path / "ref.npz")
+    with_dose = common.with_dose(dataset, tmp_path / "ref.npz")
     assert with_dose.nphotons == pytest.approx(4.0 * 32 * 32) and with_dose.intensity_scale == pytest.approx(1.0)
-    assert cli._with_dose(cli._load_data(tmp_path / "ref.npz", nphotons=16.0 * 32 * 32),
-                          tmp_path / "ref.npz").intensity_scale == pytest.approx(2.0)
+    assert common.with_dose(common.load_data(tmp_path / "ref.npz", nphotons=16.0 * 32 * 32),
+                            tmp_path / "ref.npz").intensity_scale == pytest.approx(2.0)
 
 
 def _save(path, **arrays):

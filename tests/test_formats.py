@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ptycho import cli, formats, physics
+from ptycho.cli import common
 from ptycho.config import SimulationConfig
 from ptycho.data import load_npz, save_npz
 from ptycho.formats._common import zero_frequency
@@ -392,7 +393,7 @@ def test_cli_import_writes_a_file_train_accepts(sim, tmp_path, capsys):
     direct = formats.read(src)
     np.testing.assert_array_equal(back.diffraction, direct.diffraction)
     assert back.nphotons == direct.nphotons and back.intensity_scale == pytest.approx(direct.intensity_scale)
-    grouped = cli._group(cli._with_dose(cli._load_data(out), out), out, 2, None, 0, "--gridsize")  # train's checks
+    grouped = common.grouped(common.with_dose(common.load_data(out), out), out, 2, None, 0, "--gridsize")  # as train
     assert grouped.C == 4
     # exists without --force; a failing import leaves no output; --diffraction for tike is refused
     assert cli.main(["import", str(src), "--out", str(out)]) == 2

@@ -45,6 +45,13 @@ def _report(fresh_python, modules, preimport=""):
     return json.loads(line[len("REPORT"):])
 
 
+# The subpackages' modules (issue 22: ptycho.cli and ptycho.evaluation split by subcommand and by step).
+LIGHT_MODULES += ["ptycho.cli.common", "ptycho.cli.simulate", "ptycho.cli.train", "ptycho.cli.reconstruct",
+                  "ptycho.cli.evaluate", "ptycho.cli.refine", "ptycho.cli.import_"]
+LIGHT_MODULES += ["ptycho.evaluation", "ptycho.evaluation.metrics", "ptycho.evaluation.registration",
+                  "ptycho.evaluation.resolution"]
+
+
 def test_light_modules_do_not_load_tensorflow(fresh_python):
     report = _report(fresh_python, LIGHT_MODULES)
     assert report == {"tf_loaded": False, "numpy_rng_untouched": True, "python_rng_untouched": True}
@@ -61,6 +68,9 @@ ALL_MODULES = [
     "ptycho.workflow", "ptycho.argtypes", "ptycho.cli", "ptycho.__main__",
     "ptycho.inputs",
 ]
+ALL_MODULES += ["ptycho.cli.common", "ptycho.cli.simulate", "ptycho.cli.train", "ptycho.cli.reconstruct",
+                "ptycho.cli.evaluate", "ptycho.cli.refine", "ptycho.cli.import_"]
+ALL_MODULES += ["ptycho.evaluation.metrics", "ptycho.evaluation.registration", "ptycho.evaluation.resolution"]
 
 
 def test_import_runs_no_tf_op(fresh_python):

@@ -9,6 +9,7 @@ import io
 import pytest
 
 from ptycho import cli, workflow
+from ptycho.cli import train as train_command
 from ptycho.config import TrainingConfig
 
 
@@ -44,7 +45,7 @@ def test_start_and_end_lines_state_the_epochs_that_ran(tmp_path, monkeypatch, ca
 @pytest.mark.parametrize("nepochs, patience, plan", [(8, 3, "at most 8 epochs"), (4, 3, "4 epochs"),
                                                      (1, 3, "1 epoch"), (10, 10, "10 epochs")])
 def test_the_plan_says_at_most_only_when_early_stopping_can_end_the_run(nepochs, patience, plan):
-    assert cli._epoch_plan(TrainingConfig(nepochs=nepochs, early_stopping_patience=patience)).startswith(plan)
+    assert train_command._epoch_plan(TrainingConfig(nepochs=nepochs, early_stopping_patience=patience)).startswith(plan)
 
 
 def test_quiet_progress_line_per_epoch():
