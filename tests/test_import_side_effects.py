@@ -71,6 +71,8 @@ ALL_MODULES = [
 ALL_MODULES += ["ptycho.cli.common", "ptycho.cli.simulate", "ptycho.cli.train", "ptycho.cli.reconstruct",
                 "ptycho.cli.evaluate", "ptycho.cli.refine", "ptycho.cli.import_"]
 ALL_MODULES += ["ptycho.evaluation.metrics", "ptycho.evaluation.registration", "ptycho.evaluation.resolution"]
+ALL_MODULES += ["ptycho.studies.dose.sweep", "ptycho.studies.dose.sweep_config", "ptycho.refine", "ptycho.diagnostics",
+                "ptycho.formats"]
 
 
 def test_import_runs_no_tf_op(fresh_python):

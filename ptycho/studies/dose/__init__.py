@@ -41,10 +41,10 @@ from ptycho.studies.dose.arm import (ARM_FILES, REFINE_ARM_FILES, ArmResult, arm
                                      write_arm_outputs)
 from ptycho.studies.dose.cli import build_parser, config_from_args, main, sweep_config_from_args
 from ptycho.studies.dose.config import (ALL_ARM_NAMES, ARM_NAMES, ARMS, DEFAULT_OUTPUT_DIR, DEFAULT_PRESET,
-                                        DEFAULT_REFINE_ITERATIONS, DEFAULT_SWEEP_OUTPUT_DIR, DOSES, PRESETS,
-                                        REFINE_ARMS, REFINE_LOSS, SWEEP_DOSES, SWEEP_METHODS, SWEEP_SEEDS,
-                                        VALIDATION_SPLIT, StudyConfig, SweepConfig, arm_method, arm_source,
+                                        DEFAULT_REFINE_ITERATIONS, DOSES, PRESETS, REFINE_ARMS, REFINE_LOSS,
+                                        SWEEP_METHODS, VALIDATION_SPLIT, StudyConfig, arm_method, arm_source,
                                         dose_label, sweep_arm)
+from ptycho.studies.dose.sweep_config import DEFAULT_SWEEP_OUTPUT_DIR, SWEEP_DOSES, SWEEP_SEEDS, SweepConfig
 from ptycho.studies.dose.figures import (build_dose_figure, build_methods_figure, build_reconstruction_figure,
                                          build_sweep_figure, find_metric)
 from ptycho.studies.dose.study import StudyResult, metrics_payload, run_study

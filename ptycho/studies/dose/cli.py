@@ -20,9 +20,10 @@ from ptycho.argtypes import OneLineParser, nonnegative_int, positive_int
 from ptycho.runlog import run_logging
 from ptycho.studies.dose.arm import ARM_FILES, make_ground_truth, run_arm
 from ptycho.studies.dose.config import (ALL_ARM_NAMES, ARM_NAMES, ARMS, DEFAULT_OUTPUT_DIR, DEFAULT_PRESET,
-                                        DEFAULT_REFINE_ITERATIONS, DEFAULT_SWEEP_OUTPUT_DIR, PRESETS, REFINE_ARMS,
-                                        REFINE_LOSS, SWEEP_DOSES, SWEEP_METHODS, SWEEP_PRESET, SWEEP_SEEDS,
-                                        StudyConfig, SweepConfig, dose_label)
+                                        DEFAULT_REFINE_ITERATIONS, PRESETS, REFINE_ARMS, REFINE_LOSS, SWEEP_METHODS,
+                                        StudyConfig, dose_label)
+from ptycho.studies.dose.sweep_config import (DEFAULT_SWEEP_OUTPUT_DIR, SWEEP_DOSES, SWEEP_PRESET, SWEEP_SEEDS,
+                                              SweepConfig)
 from ptycho.studies.dose.study import LOGGER_NAME, ArmRunner, run_study
 
 LOG_FILE = "run.log"

@@ -32,7 +32,8 @@ import numpy as np
 from ptycho import files
 from ptycho.runlog import versions
 from ptycho.studies.dose.arm import ArmResult, arm_header, is_complete, load_arm, make_ground_truth, run_arm
-from ptycho.studies.dose.config import StudyConfig, SweepConfig, arm_source, dose_label, sweep_arm
+from ptycho.studies.dose.config import StudyConfig, arm_source, dose_label, sweep_arm
+from ptycho.studies.dose.sweep_config import SweepConfig
 from ptycho.studies.dose.study import LOGGER_NAME, ArmRunner, _failed, _run_one, write_each
 
 #: The metrics the sweep aggregates (amplitude, on each arm's evaluated region).
