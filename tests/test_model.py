@@ -125,40 +125,6 @@ def test_object_output_is_zero_outside_the_union_of_windows():
     assert np.abs(obj).max() < 2.0
 
 
-LAYER_CASES = [
-    (ptycho_model.IntensityScale, {"initial_scale": 4.0}, [np.ones((2, 8, 8, 1), np.float32)]),
-    (ptycho_model.FirstChannels, {"n": 3}, [np.ones((2, 4, 4, 5), np.float32)]),
-    (ptycho_model.ComplexPatches, {"N": 8, "amplitude_max": 2.0},
-     [np.zeros((2, 4, 4, 1), np.float32), np.zeros((2, 4, 4, 1), np.float32)]),
-    (ptycho_model.CentreCrop, {"N": 8}, [np.ones((2, 12, 12, 1), np.complex64)]),
-    (ptycho_model.ProbeIllumination, {"N": 8}, [np.ones((2, 8, 8, 4), np.complex64)]),
-    (ptycho_model.FarFieldAmplitude, {}, [np.ones((2, 8, 8, 4), np.complex64)]),
-    (ptycho_model.Square, {}, [np.full((2, 3, 3, 1), 3.0, np.float32)]),
-    (ptycho_model.MergeGroup, {"N": 8, "C": 4, "padded_size": 14},
-     [np.ones((2, 8, 8, 4), np.complex64), np.zeros((2, 1, 2, 4), np.float32)]),
-    (ptycho_model.ExtractGroup, {"N": 8, "C": 4},
-     [np.ones((2, 14, 14, 1), np.complex64), np.zeros((2, 1, 2, 4), np.float32)]),
-]
-
-
-@pytest.mark.parametrize("cls, config, args", LAYER_CASES, ids=[c[0].__name__ for c in LAYER_CASES])
-def test_layer_contract(cls, config, args, tmp_path):
-    """run_layer_test-style: config round trip, symbolic and eager calls agree, .keras save/load."""
-    layer = cls(**config)
-    clone = cls.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
-    symbolic = [keras.Input(a.shape[1:], dtype=str(a.dtype)) for a in args]
-    out = layer(*symbolic)
-    eager = layer(*args)
-    assert tuple(out.shape[1:]) == tuple(eager.shape[1:])
-    assert keras.backend.standardize_dtype(out.dtype) == keras.backend.standardize_dtype(eager.dtype)
-    model = keras.Model(symbolic, out)
-    path = tmp_path / "layer.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(np.asarray(loaded(args)), np.asarray(model(args)), rtol=1e-6)
-
-
 def test_layer_values():
     """Closed forms for the simple layers."""
     x = np.full((1, 4, 4, 1), 6.0, np.float32)

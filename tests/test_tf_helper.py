@@ -1,5 +1,4 @@
 """tf_helper: path selection, non-XLA == XLA, the Translation layer, merge/extract/stitch (SPEC §2.1-2.2)."""
-import os
 
 import keras
 import numpy as np
@@ -9,6 +8,8 @@ from hypothesis import given, settings, strategies as st
 
 from ptycho import tf_helper as th
 from ptycho.projective_warp_xla import translate_xla
+
+from layer_registry import CASES_BY_ID, run_layer_test
 
 
 # ---------------------------------------------------------------- translate_core == translate_xla
@@ -74,32 +75,12 @@ def test_should_use_xla_is_read_at_call_time_and_rejects_garbage(monkeypatch, le
 
 # ---------------------------------------------------------------- Translation layer
 
-def run_layer_test(layer, inputs, tmp_path):
-    """Config round trip, symbolic call, eager call, and .keras save/load with equal outputs."""
-    clone = type(layer).from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
-    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert revived.get_config() == layer.get_config()
-    sym = [keras.Input(shape=x.shape[1:], dtype=x.dtype.name, batch_size=None) for x in inputs]
-    out_sym = layer(sym)
-    assert tuple(out_sym.shape) == (None,) + tuple(inputs[0].shape[1:])
-    eager = layer(inputs).numpy()
-    model = keras.Model(sym, out_sym)
-    np.testing.assert_allclose(model(inputs).numpy(), eager, atol=1e-6)
-    path = os.path.join(tmp_path, "layer.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(loaded(inputs).numpy(), eager, atol=1e-6)
-    return eager
-
-
 @pytest.mark.parametrize("use_xla", [True, False])
 def test_translation_layer(tmp_path, use_xla):
-    rng = np.random.default_rng(2)
-    images = tf.constant((rng.standard_normal((4, 9, 9, 1)) + 1j).astype(np.complex64))
-    shifts = tf.constant(rng.uniform(-3, 3, (4, 2)).astype(np.float32))
-    layer = th.Translation(jitter_stddev=0.5, use_xla=use_xla, seed=7)
-    eager = run_layer_test(layer, [images, shifts], tmp_path)
+    """The layer contract of tests/layer_registry.py (config, symbolic == eager, fit, .keras), then its values."""
+    case = CASES_BY_ID["Translation-xla" if use_xla else "Translation-noxla"]
+    eager = run_layer_test(case, tmp_path)
+    images, shifts = case.inputs()
     assert eager.dtype == np.complex64
     np.testing.assert_allclose(eager, translate_xla(images, shifts).numpy(), atol=1e-5)
 
