@@ -17,6 +17,8 @@ B groups of C = gridsize² patterns of N×N pixels; P is the per-group canvas si
 Each is registered with Keras as ``ptycho>ClassName`` (``register_keras_serializable(package="ptycho")``), so
 archives resolve them by that name whichever module defined them: archives written before this module
 existed name the module ``ptycho.model``, which imports this one. Constructing a layer reads no global state.
+The physics layers (MergeGroup, ExtractGroup, ProbeIllumination, FarFieldAmplitude) compute through the
+operators of ``ptycho.operators``.
 """
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ptycho.tf_helper import _flat_to_channel, _reassemble_patches_position_real, extract_patches_position
+from ptycho import operators
 
 _SERIALIZABLE = keras.saving.register_keras_serializable(package="ptycho")
+_ILLUMINATE, _FAR_FIELD = operators.Illuminate(), operators.FarField()
 _WINDOW_EPS = 1e-3
 #: Floor added to the per-pixel input std, as a fraction of its mean over pixels.
 _STD_FLOOR = 0.01
@@ -237,16 +240,15 @@ class MergeGroup(keras.layers.Layer):
     def __init__(self, N: int, C: int, padded_size: int, use_xla: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.N, self.C, self.padded_size, self.use_xla = int(N), int(C), int(padded_size), bool(use_xla)
+        self._merge = operators.MergeGroup(self.N, self.C, self.padded_size, self.use_xla)
 
     def call(self, patches, positions):
         window = np.zeros((1, self.N, self.N, self.C), np.float32)
         quarter = self.N // 4
         window[:, quarter: self.N - quarter, quarter: self.N - quarter, :] = 1.0
         windows = tf.broadcast_to(tf.constant(window), tf.concat([tf.shape(positions)[:1], window.shape[1:]], 0))
-        canvas = _reassemble_patches_position_real(patches, positions, agg=True, padded_size=self.padded_size,
-                                                   use_xla=self.use_xla)
-        count = _reassemble_patches_position_real(windows, positions, agg=True, padded_size=self.padded_size,
-                                                  use_xla=self.use_xla)
+        canvas = self._merge.fwd(patches, positions)
+        count = self._merge.fwd(windows, positions)
         return canvas / tf.cast(count + _WINDOW_EPS, canvas.dtype)
 
     def compute_output_spec(self, patches, positions):
@@ -287,10 +289,10 @@ class ExtractGroup(keras.layers.Layer):
     def __init__(self, N: int, C: int, use_xla: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.N, self.C, self.use_xla = int(N), int(C), bool(use_xla)
+        self._merge = operators.MergeGroup(self.N, self.C, use_xla=self.use_xla)  # adj reads P from the canvas
 
     def call(self, canvas, positions):
-        flat = extract_patches_position(canvas, positions, self.N, use_xla=self.use_xla)
-        return _flat_to_channel(flat, self.C)
+        return self._merge.adj(canvas, positions)
 
     def compute_output_spec(self, canvas, positions):
         return keras.KerasTensor((canvas.shape[0], self.N, self.N, self.C), dtype="complex64")
@@ -323,7 +325,7 @@ class ProbeIllumination(keras.layers.Layer):
         self.probe_imag.assign(probe.imag.astype(np.float32))
 
     def call(self, patches):
-        return patches * tf.complex(self.probe_real, self.probe_imag)
+        return _ILLUMINATE.fwd(patches, tf.complex(self.probe_real, self.probe_imag))
 
     def compute_output_spec(self, patches):
         return keras.KerasTensor(patches.shape, dtype="complex64")
@@ -337,10 +339,7 @@ class FarFieldAmplitude(keras.layers.Layer):
     """|fftshift(fft2(field, norm='ortho'))| per channel: (B, N, N, C) complex64 -> float32."""
 
     def call(self, field):
-        n = tf.cast(tf.shape(field)[1], tf.float32)
-        spectrum = tf.signal.fft2d(tf.transpose(field, [0, 3, 1, 2]))
-        spectrum = tf.signal.fftshift(spectrum, axes=(-2, -1))
-        return tf.transpose(tf.abs(spectrum), [0, 2, 3, 1]) / n
+        return _FAR_FIELD.amplitude(field)
 
     def compute_output_spec(self, field):
         return keras.KerasTensor(field.shape, dtype="float32")

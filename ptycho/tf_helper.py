@@ -4,9 +4,10 @@ SPEC §2.1 (translate) and §2.2 (merge, extract, stitch). Conventions: shifts a
 pixels (+dx moves content right, +dy down); channel format ``(B, N, N, C)``; flat format
 ``(B*C, N, N, 1)`` with flat index ``b*C + c``; positions ``(B, 1, 2, C)`` with axis 2 = ``[x, y]``.
 
-Operators and adjoints (all exact, zero fill per interpolation tap)::
+Operators and adjoints (zero fill per interpolation tap; the classes with ``fwd``/``adj`` and the
+statement of when the adjoint is exact live in ``ptycho.operators``)::
 
-    translate:  T_d,                          adjoint T_{-d}
+    translate:  T_d,                          adjoint T_{-d}  (bilinear; not 'nearest' at half-pixel shifts)
     merge:      M x   = sum_c T_{-o_c} pad(x_c)       (B, N, N, C) -> (B, P, P, 1)
     extract:    E y   = crop(T_{+o_c} y)              (B, P, P, 1) -> (B*C, N, N, 1);   E = M^*
 
@@ -189,7 +190,7 @@ class Translation(keras.layers.Layer):
 # --------------------------------------------------------------------------------------------------
 # channel / flat helpers
 
-def _channel_to_flat(x):
+def channel_to_flat(x):
     """(B, N, N, C) -> (B*C, N, N, 1), flat index b*C + c."""
     x = tf.convert_to_tensor(x)
     shape = tf.shape(x)
@@ -197,8 +198,8 @@ def _channel_to_flat(x):
     return tf.ensure_shape(flat, [None, x.shape[1], x.shape[2], 1])
 
 
-def _flat_to_channel(x, C):
-    """(B*C, N, N, 1) -> (B, N, N, C); inverse of ``_channel_to_flat``."""
+def flat_to_channel(x, C):
+    """(B*C, N, N, 1) -> (B, N, N, C); inverse of ``channel_to_flat``."""
     x = tf.convert_to_tensor(x)
     shape = tf.shape(x)
     grouped = tf.reshape(x, tf.stack([-1, C, shape[1], shape[2]]))
@@ -244,14 +245,14 @@ def _static_shape(x, name, what):
     return shape
 
 
-def _reassemble_patches_position_real(imgs, offsets_xy, agg=True, padded_size=None, use_xla=None):
+def reassemble_patches_position_real(imgs, offsets_xy, agg=True, padded_size=None, use_xla=None):
     """Per-group merge: pad each patch to P×P and translate channel c by ``-offsets_xy[..., c]``.
 
     imgs : (B, N, N, C) float or complex;  offsets_xy : (B, 1, 2, C) ``[x, y]`` pixels.
     agg=True: sum over c -> (B, P, P, 1), one canvas per group (never reduces over the batch);
     agg=False: the translated flat stack (B*C, P, P, 1). ``padded_size=None`` -> SPEC default.
     """
-    name = "_reassemble_patches_position_real"
+    name = "reassemble_patches_position_real"
     shape = _static_shape(imgs, name, "imgs")
     N, C = shape[1], shape[3]
     if shape[1] != shape[2]:
@@ -261,7 +262,7 @@ def _reassemble_patches_position_real(imgs, offsets_xy, agg=True, padded_size=No
     _check_offsets(name, tf.TensorShape(getattr(offsets_xy, "shape", np.shape(offsets_xy))), shape[0], C)
     imgs = tf.convert_to_tensor(imgs)
     pad = (P - N) // 2
-    flat = _channel_to_flat(tf.pad(imgs, [[0, 0], [pad, pad], [pad, pad], [0, 0]]))
+    flat = channel_to_flat(tf.pad(imgs, [[0, 0], [pad, pad], [pad, pad], [0, 0]]))
     shifts = -flatten_offsets(tf.cast(offsets_xy, tf.float32))
     moved = translate(flat, shifts, use_xla=use_xla)
     if not agg:
@@ -290,6 +291,10 @@ def extract_patches_position(canvas, offsets_xy, N, use_xla=None):
     moved = translate(repeated, flatten_offsets(tf.cast(offsets_xy, tf.float32)), use_xla=use_xla)
     start = (P - N) // 2
     return moved[:, start:start + N, start:start + N, :]
+
+
+# SPEC §1 names the merge with a leading underscore; that name stays importable.
+_reassemble_patches_position_real = reassemble_patches_position_real
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from ptycho.config import SimulationConfig
 from ptycho.data import load_npz
 from ptycho.projective_warp_xla import translate_xla
 from ptycho.simulate import simulate_dataset
-from ptycho.tf_helper import _reassemble_patches_position_real, extract_patches_position, reassemble_position, translate_core
+from ptycho.tf_helper import reassemble_patches_position_real, extract_patches_position, reassemble_position, translate_core
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 MAX_FIXTURE_BYTES = 5 * 1024 * 1024
@@ -93,9 +93,9 @@ def test_merge_extract_and_stitch_match_golden_at_64_patches(use_xla):
     B, N, _, C = g["patches"].shape
     assert B * C >= 64
     rel = 1e-6 if use_xla else 1e-5
-    merged = _reassemble_patches_position_real(g["patches"], g["offsets"], agg=True, use_xla=use_xla).numpy()
+    merged = reassemble_patches_position_real(g["patches"], g["offsets"], agg=True, use_xla=use_xla).numpy()
     assert_close_to_scale(merged, g["merged"], rel=rel, err_msg="merge agg=True")
-    moved = _reassemble_patches_position_real(g["patches"], g["offsets"], agg=False, use_xla=use_xla).numpy()
+    moved = reassemble_patches_position_real(g["patches"], g["offsets"], agg=False, use_xla=use_xla).numpy()
     assert_close_to_scale(moved, g["moved"], rel=rel, err_msg="merge agg=False")
     extracted = extract_patches_position(g["merged"], g["offsets"], N, use_xla=use_xla).numpy()
     assert_close_to_scale(extracted, g["extracted"], rel=rel, err_msg="extract")

@@ -60,7 +60,7 @@ def test_light_modules_do_not_load_tensorflow(fresh_python):
 ALL_MODULES = [
     "ptycho", "ptycho.params", "ptycho.config", "ptycho.probe", "ptycho.objects", "ptycho.physics",
     "ptycho.simulate", "ptycho.data", "ptycho.projective_warp_xla", "ptycho.tf_helper", "ptycho.legacy",
-    "ptycho.device", "ptycho.layers", "ptycho.model",
+    "ptycho.device", "ptycho.layers", "ptycho.operators", "ptycho.model",
     "ptycho.losses", "ptycho.train", "ptycho.inference", "ptycho.evaluation", "ptycho.persistence",
     "ptycho.studies.dose", "ptycho.studies.dose.config", "ptycho.studies.dose.arm", "ptycho.studies.dose.figures",
     "ptycho.studies.dose.study", "ptycho.studies.dose.cli", "ptycho.grouping", "ptycho.files", "ptycho.runlog",

@@ -109,15 +109,9 @@ def test_impulse_moves_right_for_dx_and_down_for_dy(use_jit, interpolation):
 
 
 @given(cases())
-def test_adjoint_composition_and_norm(case):
-    """<T_d a, b> == <a, T_{-d} b> (borders included); T_dy∘T_dx == T_d; ||T_d a|| <= ||a||."""
+def test_composition_and_norm(case):
+    """T_dy∘T_dx == T_d; ||T_d a|| <= ||a||. (Adjointness: tests/test_operators.py::test_adjoint.)"""
     a, _, d = case
-    rng = np.random.default_rng(0)
-    b = rng.standard_normal(a.shape).astype(a.dtype)
-    lhs = np.vdot(b, translate_xla(a, d, use_jit=False).numpy())
-    rhs = np.vdot(translate_xla(b, -d, use_jit=False).numpy(), a)
-    scale = np.linalg.norm(a) * np.linalg.norm(b)
-    assert abs(lhs - rhs) <= 1e-5 * scale
     zero = np.zeros_like(d)
     only_x, only_y = np.stack([d[:, 0], zero[:, 1]], 1), np.stack([zero[:, 0], d[:, 1]], 1)
     composed = translate_xla(translate_xla(a, only_x, use_jit=False), only_y, use_jit=False).numpy()

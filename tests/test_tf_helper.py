@@ -105,12 +105,12 @@ def test_translation_layer_jitter_only_in_training_and_seeded(legacy_cfg, monkey
 
 def test_channel_flat_round_trip_and_order():
     x = np.arange(2 * 3 * 3 * 4, dtype=np.float32).reshape(2, 3, 3, 4)
-    flat = th._channel_to_flat(x).numpy()
+    flat = th.channel_to_flat(x).numpy()
     assert flat.shape == (8, 3, 3, 1)
     for b in range(2):
         for c in range(4):
             np.testing.assert_array_equal(flat[b * 4 + c, ..., 0], x[b, ..., c])
-    np.testing.assert_array_equal(th._flat_to_channel(flat, 4).numpy(), x)
+    np.testing.assert_array_equal(th.flat_to_channel(flat, 4).numpy(), x)
     offsets = np.arange(2 * 2 * 4, dtype=np.float32).reshape(2, 1, 2, 4)
     rows = th.flatten_offsets(offsets).numpy()
     for b in range(2):
@@ -127,21 +127,6 @@ def _patches(rng, B, N, C, complex_=True):
     return x.astype(np.complex64 if complex_ else np.float32)
 
 
-@settings(max_examples=10)
-@given(st.integers(0, 2**31 - 1), st.sampled_from([1, 4]))
-def test_merge_is_adjoint_of_extract(seed, C):
-    rng = np.random.default_rng(seed)
-    B, N, P = 3, 8, 16
-    x = _patches(rng, B, N, C)
-    y = _patches(rng, B, P, 1)
-    offsets = rng.uniform(-4, 4, (B, 1, 2, C)).astype(np.float32)
-    merged = th._reassemble_patches_position_real(x, offsets, padded_size=P).numpy()
-    extracted = th.extract_patches_position(y, offsets, N).numpy()
-    lhs = np.vdot(y, merged)
-    rhs = np.vdot(th._flat_to_channel(extracted, C).numpy(), x)
-    assert abs(lhs - rhs) <= 1e-5 * np.linalg.norm(x) * np.linalg.norm(y)
-
-
 def test_extract_of_merge_recovers_central_windows():
     """Non-overlapping central N/2 windows at integer offsets are recovered exactly."""
     rng = np.random.default_rng(4)
@@ -149,8 +134,8 @@ def test_extract_of_merge_recovers_central_windows():
     x = np.zeros((B, N, N, C), np.complex64)
     x[:, 4:12, 4:12, :] = _patches(rng, B, 8, C)
     offsets = np.tile(np.array([[-4, 4, -4, 4], [-4, -4, 4, 4]], np.float32)[None, None], (B, 1, 1, 1))
-    canvas = th._reassemble_patches_position_real(x, offsets, padded_size=P)
-    back = th._flat_to_channel(th.extract_patches_position(canvas, offsets, N), C).numpy()
+    canvas = th.reassemble_patches_position_real(x, offsets, padded_size=P)
+    back = th.flat_to_channel(th.extract_patches_position(canvas, offsets, N), C).numpy()
     np.testing.assert_allclose(back[:, 4:12, 4:12], x[:, 4:12, 4:12], atol=1e-6)
 
 
@@ -159,26 +144,26 @@ def test_merge_places_patch_at_known_pixels_and_agg_false():
     x = np.zeros((1, N, N, 2), np.float32)
     x[0, N // 2, N // 2, :] = [1.0, 2.0]
     offsets = np.array([[[[2.0, -1.0], [-3.0, 0.0]]]], np.float32)  # channel 0 at (2,-3), 1 at (-1,0)
-    canvas = th._reassemble_patches_position_real(x, offsets, padded_size=P).numpy()[0, ..., 0]
+    canvas = th.reassemble_patches_position_real(x, offsets, padded_size=P).numpy()[0, ..., 0]
     centre = P // 2
     assert canvas[centre + 3, centre - 2] == 1.0 and canvas[centre, centre + 1] == 2.0
     assert canvas.sum() == 3.0
-    flat = th._reassemble_patches_position_real(x, offsets, agg=False, padded_size=P).numpy()
+    flat = th.reassemble_patches_position_real(x, offsets, agg=False, padded_size=P).numpy()
     assert flat.shape == (2, P, P, 1)
     np.testing.assert_array_equal(flat.sum(axis=0)[..., 0], canvas)
 
 
 def test_merge_default_padded_size_and_validation():
     x = np.zeros((1, 64, 64, 4), np.float32)
-    assert th._reassemble_patches_position_real(x, np.zeros((1, 1, 2, 4), np.float32)).shape == (1, 78, 78, 1)
+    assert th.reassemble_patches_position_real(x, np.zeros((1, 1, 2, 4), np.float32)).shape == (1, 78, 78, 1)
     with pytest.raises(ValueError, match="multiple of 4"):
-        th._reassemble_patches_position_real(np.zeros((1, 6, 6, 1)), np.zeros((1, 1, 2, 1)), padded_size=8)
+        th.reassemble_patches_position_real(np.zeros((1, 6, 6, 1)), np.zeros((1, 1, 2, 1)), padded_size=8)
     with pytest.raises(ValueError, match="P - N even"):
-        th._reassemble_patches_position_real(np.zeros((1, 8, 8, 1)), np.zeros((1, 1, 2, 1)), padded_size=11)
+        th.reassemble_patches_position_real(np.zeros((1, 8, 8, 1)), np.zeros((1, 1, 2, 1)), padded_size=11)
     with pytest.raises(ValueError, match="P - N even"):
-        th._reassemble_patches_position_real(np.zeros((1, 8, 8, 1)), np.zeros((1, 1, 2, 1)), padded_size=6)
+        th.reassemble_patches_position_real(np.zeros((1, 8, 8, 1)), np.zeros((1, 1, 2, 1)), padded_size=6)
     with pytest.raises(ValueError, match="offsets_xy"):
-        th._reassemble_patches_position_real(np.zeros((1, 8, 8, 2)), np.zeros((1, 1, 2, 1)), padded_size=8)
+        th.reassemble_patches_position_real(np.zeros((1, 8, 8, 2)), np.zeros((1, 1, 2, 1)), padded_size=8)
     with pytest.raises(ValueError, match="multiple of 4"):
         th.extract_patches_position(np.zeros((1, 12, 12, 1)), np.zeros((1, 1, 2, 1)), 6)
 
@@ -288,19 +273,19 @@ def test_translation_layer_config_and_symbolic_dtype():
 
 def test_channel_flat_round_trip_non_square():
     x = np.arange(2 * 3 * 5 * 4, dtype=np.float32).reshape(2, 3, 5, 4)
-    flat = th._channel_to_flat(x)
+    flat = th.channel_to_flat(x)
     assert tuple(flat.shape) == (8, 3, 5, 1)
-    np.testing.assert_array_equal(th._flat_to_channel(flat, 4).numpy(), x)
+    np.testing.assert_array_equal(th.flat_to_channel(flat, 4).numpy(), x)
 
 
 # ---------------------------------------------------------------- argument checks, boundaries and the stitch against
 # a NumPy reference (mutation survivors of merge/extract/stitch, issue 13)
 
-_R, _E = "_reassemble_patches_position_real", "extract_patches_position"
+_R, _E = "reassemble_patches_position_real", "extract_patches_position"
 
 
 def _merge(imgs_shape, off, P=12):
-    return lambda: th._reassemble_patches_position_real(np.zeros(imgs_shape), off, padded_size=P)
+    return lambda: th.reassemble_patches_position_real(np.zeros(imgs_shape), off, padded_size=P)
 
 
 def _extract(canvas_shape, off, N=8):
@@ -361,14 +346,14 @@ def test_merge_and_extract_accept_list_offsets_and_an_unknown_offset_batch():
     rng = np.random.default_rng(12)
     x = _patches(rng, 2, 8, 1)
     offsets = rng.uniform(-2, 2, (2, 1, 2, 1)).astype(np.float32)
-    merged = th._reassemble_patches_position_real(x, offsets, padded_size=12, use_xla=False).numpy()
+    merged = th.reassemble_patches_position_real(x, offsets, padded_size=12, use_xla=False).numpy()
     np.testing.assert_array_equal(
-        th._reassemble_patches_position_real(x, offsets.tolist(), padded_size=12, use_xla=False).numpy(), merged)
+        th.reassemble_patches_position_real(x, offsets.tolist(), padded_size=12, use_xla=False).numpy(), merged)
     canvas = _patches(rng, 2, 12, 1)
     extracted = th.extract_patches_position(canvas, offsets, 8, use_xla=False).numpy()
     np.testing.assert_array_equal(th.extract_patches_position(canvas, offsets.tolist(), 8, use_xla=False).numpy(),
                                   extracted)
-    traced = tf.function(lambda imgs, off: th._reassemble_patches_position_real(imgs, off, padded_size=12,
+    traced = tf.function(lambda imgs, off: th.reassemble_patches_position_real(imgs, off, padded_size=12,
                                                                                 use_xla=False),
                          input_signature=[tf.TensorSpec([2, 8, 8, 1], tf.complex64),
                                           tf.TensorSpec([None, 1, 2, 1], tf.float32)])
@@ -387,7 +372,7 @@ def test_merge_extract_and_stitch_honour_use_xla_without_reading_the_switch(monk
     results = {}
     for use_xla in (True, False):
         results[use_xla] = (
-            th._reassemble_patches_position_real(x, offsets, padded_size=16, use_xla=use_xla).numpy(),
+            th.reassemble_patches_position_real(x, offsets, padded_size=16, use_xla=use_xla).numpy(),
             th.extract_patches_position(canvas, offsets, 8, use_xla=use_xla).numpy(),
             th.reassemble_position(patches, global_offsets, M=4, use_xla=use_xla).numpy())
     for a, b in zip(results[True], results[False]):
@@ -528,16 +513,16 @@ def test_merge_and_extract_accept_nested_list_inputs():
     offsets = rng.uniform(-2, 2, (2, 1, 2, 2)).astype(np.float32)
     canvas = rng.standard_normal((2, 16, 16, 1)).astype(np.float32)
     np.testing.assert_array_equal(
-        th._reassemble_patches_position_real(patches.tolist(), offsets, padded_size=16, use_xla=False).numpy(),
-        th._reassemble_patches_position_real(patches, offsets, padded_size=16, use_xla=False).numpy())
+        th.reassemble_patches_position_real(patches.tolist(), offsets, padded_size=16, use_xla=False).numpy(),
+        th.reassemble_patches_position_real(patches, offsets, padded_size=16, use_xla=False).numpy())
     np.testing.assert_array_equal(th.extract_patches_position(canvas.tolist(), offsets, 8, use_xla=False).numpy(),
                                   th.extract_patches_position(canvas, offsets, 8, use_xla=False).numpy())
     with pytest.raises(ValueError, match="rank 4 with static H, W, C"):
-        th._reassemble_patches_position_real(patches[0].tolist(), offsets, padded_size=16, use_xla=False)
+        th.reassemble_patches_position_real(patches[0].tolist(), offsets, padded_size=16, use_xla=False)
 
 
 def test_merge_rejects_unknown_height_at_trace_time():
-    run = tf.function(lambda x: th._reassemble_patches_position_real(x, np.zeros((1, 1, 2, 1), np.float32),
+    run = tf.function(lambda x: th.reassemble_patches_position_real(x, np.zeros((1, 1, 2, 1), np.float32),
                                                                      padded_size=16, use_xla=False),
                       input_signature=[tf.TensorSpec([1, None, 8, 1])])
     with pytest.raises(ValueError, match=r"imgs must have rank 4 with static H, W, C"):
