@@ -150,15 +150,20 @@ assert len(CASES_BY_ID) == len(CASES), "duplicate case ids"
 
 
 def package_layer_classes() -> set[type]:
-    """Every class deriving ``keras.layers.Layer`` that a module of ``ptycho`` defines (all modules imported)."""
-    for info in pkgutil.walk_packages(ptycho.__path__, prefix="ptycho."):
-        if not info.name.endswith("__main__"):
-            importlib.import_module(info.name)
+    """Every class deriving ``keras.layers.Layer`` that a module of ``ptycho`` defines (all modules imported).
+
+    Only modules found on disk count: a test may define a layer class that merely claims a ``ptycho`` module name
+    (tests/test_persistence.py plants ``ptycho._absent_for_test``), and under pytest-xdist it can share the worker.
+    """
+    modules = {info.name for info in pkgutil.walk_packages(ptycho.__path__, prefix="ptycho.")
+               if not info.name.endswith("__main__")} | {"ptycho"}
+    for name in sorted(modules - {"ptycho"}):
+        importlib.import_module(name)
     found, todo = set(), [keras.layers.Layer]
     while todo:
         for sub in todo.pop().__subclasses__():
             todo.append(sub)
-            if sub.__module__.split(".")[0] == "ptycho":
+            if sub.__module__ in modules:
                 found.add(sub)
     return found
 

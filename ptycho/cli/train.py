@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -189,9 +190,10 @@ def _train_and_write(workflow, dataset, config, args, targets: Sequence[Path], p
     if args.quiet:  # Keras prints nothing: one short line per epoch instead
         callbacks.append(EpochLine(config.nepochs, sys.stdout, initial_lr=config.learning_rate))
     with files.atomic_paths(targets) as temps:
-        trained = workflow.train_model(dataset, config, seed=args.seed, monitor=monitor, log=log,
-                                       callbacks=callbacks, source=str(path),
-                                       model_options={"probe_trainable": True} if args.probe_trainable else None)
+        with _sigint_stops_training() as stop:
+            trained = workflow.train_model(dataset, config, seed=args.seed, monitor=monitor, log=log,
+                                           callbacks=callbacks + [stop], source=str(path),
+                                           model_options={"probe_trainable": True} if args.probe_trainable else None)
         if args.probe_trainable:
             trained.history["probe_change"] = _probe_change(trained.autoencoder, dataset.probe)
         workflow.write_training_outputs(trained, temps, title=f"ptycho train {path.name}", metadata={
@@ -203,6 +205,39 @@ def _train_and_write(workflow, dataset, config, args, targets: Sequence[Path], p
     log.info("done: %s", json.dumps({k: v for k, v in summary.items()
                                      if not isinstance(v, (int, float)) or math.isfinite(v)}))
     return trained.history
+
+
+@contextlib.contextmanager
+def _sigint_stops_training():
+    """Yield a Keras callback that ends training at the next batch after Ctrl-C (SIGINT); KeyboardInterrupt is raised
+    when the block ends, before any output is written (CLI-SIGINT-001).
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be; raised inside TensorFlow's data iterator
+    it can end the epoch instead of the run, and training went on to write its outputs and exit 0. The handler only
+    sets a flag; the previous handler is restored on the way out. Off the main thread (no signals) it does nothing.
+    """
+    import signal
+    import threading
+
+    import keras
+
+    hit = threading.Event()
+
+    class StopOnInterrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if hit.is_set():
+                self.model.stop_training = True
+
+    if threading.current_thread() is not threading.main_thread():
+        yield StopOnInterrupt()
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: hit.set())
+    try:
+        yield StopOnInterrupt()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if hit.is_set():
+        raise KeyboardInterrupt
 
 
 def _probe_change(autoencoder, probe: np.ndarray) -> float:
