@@ -9,7 +9,7 @@ import numpy as np
 
 from ptycho.data import PtychoDataset
 from ptycho.inputs import check_dataset, model_inputs
-from ptycho.model import get_intensity_scale
+from ptycho.model_state import get_intensity_scale
 from ptycho.reconstruction import Reconstruction
 from ptycho.tf_helper import reassemble_position, stitch_weight_map, taper_window
 

@@ -136,7 +136,7 @@ class DiffractionStandardizer(keras.layers.Layer):
 class HolographicEstimate(keras.layers.Layer):
     """Back-propagate measured amplitudes with the probe's far-field phase: a real-space object estimate.
 
-    For each pattern, ψ = ifft2(ifftshift(X · e^{i·arg F[P]})) (norm 'ortho'), then
+    For each pattern, ψ = Fᴴ(X · e^{i·arg F[P]}) (``operators.FarField.adj``: ifft2(ifftshift(·)), 'ortho'), then
     o = ψ · conj(P) / (|P|² + 0.05·max|P|²). With a defocused (complex) probe the probe's far field
     overlaps the object's scattering and acts as a holographic reference, so Re o and Im o correlate
     with the object patch in real space (ledger HOLOGRAPHIC-INPUT-001); the network then refines a
@@ -167,13 +167,9 @@ class HolographicEstimate(keras.layers.Layer):
         phase = far / tf.cast(magnitude + 1e-6 * tf.reduce_max(magnitude) + 1e-30, tf.complex64)
         power = tf.abs(probe) ** 2
         inverse = tf.math.conj(probe) / tf.cast(power + 0.05 * tf.reduce_max(power) + 1e-30, tf.complex64)
-        amp = tf.transpose(x, [0, 3, 1, 2])  # (B, C, N, N)
-        field = tf.complex(amp, tf.zeros_like(amp)) * phase
-        # ifft2d divides by N²; 'ortho' wants 1/N, so multiply by N.
-        psi = tf.signal.ifft2d(tf.signal.ifftshift(field, axes=(-2, -1))) * tf.cast(self.N, tf.complex64)
-        estimate = psi * inverse
-        out = tf.concat([amp, tf.math.real(estimate), tf.math.imag(estimate)], axis=1)
-        return tf.transpose(out, [0, 2, 3, 1])
+        field = tf.complex(x, tf.zeros_like(x)) * phase[..., None]  # (B, N, N, C)
+        estimate = _FAR_FIELD.adj(field) * inverse[..., None]
+        return tf.concat([x, tf.math.real(estimate), tf.math.imag(estimate)], axis=-1)
 
     def compute_output_spec(self, x):
         return keras.KerasTensor((x.shape[0], self.N, self.N, 3 * x.shape[-1]), dtype="float32")

@@ -14,7 +14,8 @@ Forward model (per group of C = gridsize² scan positions, SPEC §4)::
 
 ``build_models(config, probe, scale)`` builds ``(autoencoder, diffraction_to_obj)`` sharing weights from an
 explicit ``ModelConfig``; ``create_model_with_gridsize`` is the adapter that also takes legacy settings
-(``ptycho.legacy``) and compiles. The probe and the intensity scale ``s`` (stored as log s) are Keras weights
+(``ptycho.legacy``) and compiles (``ptycho.model_state``, re-exported here, reads and sets a built model's
+state and compiles it for a loss). The probe and the intensity scale ``s`` (stored as log s) are Keras weights
 of the model, so each model keeps its own. The layers live in ``ptycho.layers`` and the device defaults
 (XLA, bfloat16) in ``ptycho.device``; both are re-exported here.
 
@@ -29,7 +30,6 @@ from typing import Any, Optional
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ptycho import legacy
 from ptycho.config import ModelConfig
@@ -38,6 +38,8 @@ from ptycho.device import (KERAS_POLICY, default_conv_dtype, default_jit_compile
 from ptycho.layers import (CentreCrop, ComplexPatches, DiffractionStandardizer,  # noqa: F401 (re-exported)
                            ExtractGroup, FarFieldAmplitude, FirstChannels, HolographicEstimate, IntensityScale,
                            MergeGroup, ProbeIllumination, Square)
+from ptycho.model_state import (adapt_input_normalization, compile_autoencoder,  # noqa: F401 (re-exported)
+                                get_conv_dtype, get_intensity_scale, get_probe)
 from ptycho.probe import get_default_probe, normalize_probe
 from ptycho.tf_helper import should_use_xla
 
@@ -224,7 +226,7 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
                                nll_weight: Optional[float] = None, mae_weight: Optional[float] = None,
                                learning_rate: Optional[float] = None, input_normalization: Optional[str] = None,
                                architecture: Optional[str] = None, conv_dtype: Optional[str] = None,
-                               jit_compile: Optional[bool] = None, seed: int = 0):
+                               jit_compile: Optional[bool] = None, seed: int = 0, compile: bool = True):
     """Build ``(autoencoder, diffraction_to_obj)`` for patches of N×N pixels and gridsize² channels.
 
     Each setting comes from its keyword argument, else from the legacy ``params`` dict where a legacy script
@@ -239,6 +241,10 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
     holographic input estimate and U-Net skips; 'reference' with ``input_normalization='none'`` builds the
     SPEC §4 network exactly. ``conv_dtype`` 'float32' / 'bfloat16' sets the convolution stack's compute
     precision; None means bfloat16 where the device computes it natively (:func:`default_conv_dtype`).
+
+    ``compile=False`` leaves the autoencoder uncompiled for a caller that compiles it itself
+    (``ptycho.workflow.train_model``: ``ptycho.train.train`` compiles it for its loss, the one place a
+    training run compiles); ``diffraction_to_obj`` is compiled for prediction either way.
 
     Returns two Keras models sharing weights. Inputs: ``diffraction`` (B, N, N, C) float32 = s·X and
     ``positions`` (B, 1, 2, C) float32 = coords_relative. Outputs: object (B, N, N, 1) complex64,
@@ -265,68 +271,11 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
     autoencoder, diffraction_to_obj = build_models(config, probe_array, float(scale), seed=seed,
                                                    use_xla=should_use_xla())
     jit_compile = resolve_jit_compile(jit_compile)
-    compile_autoencoder(autoencoder, nll_weight=settings.nll_weight, mae_weight=settings.mae_weight,
-                        learning_rate=settings.learning_rate, jit_compile=jit_compile)
+    if compile:
+        compile_autoencoder(autoencoder, nll_weight=settings.nll_weight, mae_weight=settings.mae_weight,
+                            learning_rate=settings.learning_rate, jit_compile=jit_compile)
     diffraction_to_obj.compile(jit_compile=jit_compile)
     return autoencoder, diffraction_to_obj
-
-
-def compile_autoencoder(autoencoder, *, nll_weight: float = 1.0, mae_weight: float = 0.0,
-                        learning_rate: float = 1e-3, jit_compile: Optional[bool] = None) -> None:
-    """Compile the autoencoder with Adam and weighted losses, XLA explicit (None: :func:`default_jit_compile`).
-
-    Poisson NLL acts on the ``intensity`` output (counts), MAE on the ``amplitude`` output (√counts).
-    """
-    from ptycho.losses import mae, poisson_nll
-
-    if nll_weight < 0 or mae_weight < 0 or nll_weight + mae_weight == 0:
-        raise ValueError(f"loss weights: need nll_weight, mae_weight >= 0 and not both 0, "
-                         f"got nll_weight={nll_weight}, mae_weight={mae_weight}")
-    losses = [None, mae if mae_weight else None, poisson_nll if nll_weight else None]
-    weights = [0.0, float(mae_weight), float(nll_weight)]
-    autoencoder.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, loss_weights=weights,
-                        jit_compile=resolve_jit_compile(jit_compile))
-
-
-def adapt_input_normalization(model: keras.Model, amplitudes: np.ndarray, force: bool = False) -> bool:
-    """Estimate the input standardisation of ``model`` from diffraction amplitudes X = d/s.
-
-    amplitudes: (B, N, N, C) grouped patterns, float, amplitude units of X. The features the standardiser
-    sees (X, and the holographic estimate for the 'unet' architecture) are computed by the model's own
-    layers. Returns True if the statistics were set, False if the model has no standardiser
-    (``input_normalization='none'``) or it is already adapted and ``force`` is False (a trained model keeps
-    the statistics it was trained with).
-    """
-    try:
-        layer = model.get_layer("input_standardizer")
-    except ValueError:
-        return False
-    if layer.is_adapted and not force:
-        return False
-    X = np.asarray(amplitudes, np.float32)
-    try:
-        features = model.get_layer("input_features")(tf.constant(X)).numpy()
-    except ValueError:
-        features = X
-    layer.adapt(features)
-    return True
-
-
-def get_intensity_scale(model: keras.Model) -> float:
-    """The intensity scale s of a model built by this module."""
-    return float(np.exp(model.get_layer("intensity_scale").log_scale.numpy()))
-
-
-def get_conv_dtype(model: keras.Model) -> str:
-    """The compute precision of a model's convolution stack: 'float32' or 'bfloat16'."""
-    policy = model.get_layer("enc0_conv_a").dtype_policy.compute_dtype
-    return "bfloat16" if policy == "bfloat16" else "float32"
-
-
-def get_probe(model: keras.Model) -> np.ndarray:
-    """The probe (N, N) complex64 of an autoencoder built by this module."""
-    layer = model.get_layer("probe")
-    return (layer.probe_real.numpy() + 1j * layer.probe_imag.numpy())[..., 0].astype(np.complex64)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,44 +10,43 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-#: Values a fresh process starts with. ``None`` means "derive it when a model is built".
-DEFAULTS: dict[str, Any] = {
-    "N": 64,
-    "gridsize": 1,
-    "offset": 4,
-    "max_position_jitter": 10,
-    "n_filters_scale": 2,
-    "object_amplitude_max": 2.0,
-    "probe_scale": 4.0,
-    "default_probe_scale": 0.7,
-    "probe": None,
-    "probe.trainable": False,
-    "intensity_scale": None,
-    "intensity_scale.trainable": False,
-    "input_normalization": "standardize",
-    "architecture": "unet",
-    "conv_dtype": None,
-    "nphotons": 1e9,
-    "nll_weight": 1.0,
-    "mae_weight": 0.0,
-    "use_xla_translate": True,
-    "batch_size": 16,
-    "nepochs": 50,
-    "learning_rate": 1e-3,
-}
-
-cfg: dict[str, Any] = dict(DEFAULTS)
+from ptycho.config import ModelConfig, SimulationConfig, TrainingConfig
 
 # Dataclass field name -> legacy key, where the two differ.
 _LEGACY_NAMES = {
     "probe_trainable": "probe.trainable",
     "intensity_scale_trainable": "intensity_scale.trainable",
 }
+#: ``ModelConfig`` fields without a legacy key (N and gridsize are the factory's arguments, kept as keys;
+#: ``padded_size`` is a keyword only).
+_MODEL_ONLY = ("padded_size",)
+#: ``TrainingConfig`` fields that legacy scripts set.
+_TRAINING_KEYS = ("batch_size", "nepochs", "learning_rate")
 
 
 def legacy_key(field: str) -> str:
     """The ``cfg`` key of a ``ptycho.config`` dataclass field (the field's own name unless renamed)."""
     return _LEGACY_NAMES.get(field, field)
+
+
+def _derived_defaults() -> dict[str, Any]:
+    """The legacy defaults, each taken from the dataclass field that owns it (one place per default)."""
+    model = ModelConfig()
+    training = TrainingConfig()
+    defaults: dict[str, Any] = {legacy_key(f.name): getattr(model, f.name)
+                                for f in dataclasses.fields(ModelConfig) if f.name not in _MODEL_ONLY}
+    defaults.update({"probe": None, "intensity_scale": None, "nphotons": SimulationConfig().nphotons,
+                     "nll_weight": float(training.loss == "nll"), "mae_weight": float(training.loss == "mae"),
+                     "use_xla_translate": True})
+    defaults.update({key: getattr(training, key) for key in _TRAINING_KEYS})
+    return defaults
+
+
+#: Values a fresh process starts with, derived from the ``ptycho.config`` dataclass defaults. ``None`` means
+#: "derive it when a model is built" (the probe from ``default_probe_scale``, s from ``nphotons``).
+DEFAULTS: dict[str, Any] = _derived_defaults()
+
+cfg: dict[str, Any] = dict(DEFAULTS)
 
 
 def get(key: str) -> Any:

@@ -165,7 +165,7 @@ def refine(dataset: "PtychoDataset", config: RefineConfig = RefineConfig(),
     import tensorflow as tf
 
     from ptycho.data import PtychoDataset
-    from ptycho.model import resolve_jit_compile
+    from ptycho.device import resolve_jit_compile
     from ptycho.reconstruction import Reconstruction
 
     if not isinstance(dataset, PtychoDataset):

@@ -13,9 +13,10 @@ import tensorflow as tf
 from ptycho import diagnostics, files
 from ptycho.config import TrainingConfig
 from ptycho.data import PtychoDataset
+from ptycho.device import resolve_jit_compile
 from ptycho.inputs import check_dataset, model_inputs
-from ptycho.model import (adapt_input_normalization, compile_autoencoder, get_conv_dtype, get_intensity_scale,
-                          resolve_jit_compile)
+from ptycho.model_state import (adapt_input_normalization, compile_autoencoder, get_conv_dtype,
+                                get_intensity_scale)
 from ptycho.monitor import EpochLog
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def _callbacks(config: TrainingConfig, has_validation: bool,
 
 def _model_probe(autoencoder: keras.Model, dataset: PtychoDataset) -> np.ndarray:
     """The probe the model's forward model uses (the dataset's if the model has no ``probe`` layer)."""
-    from ptycho.model import get_probe
+    from ptycho.model_state import get_probe
 
     try:
         return get_probe(autoencoder)

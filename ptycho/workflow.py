@@ -82,7 +82,7 @@ def train_model(dataset: PtychoDataset, config: TrainingConfig, *, seed: int = 0
 
     scale = float(dataset.intensity_scale)
     autoencoder, diffraction_to_obj = create_model_with_gridsize(
-        dataset.gridsize, dataset.N, probe=dataset.probe, intensity_scale=scale, seed=seed,
+        dataset.gridsize, dataset.N, probe=dataset.probe, intensity_scale=scale, seed=seed, compile=False,
         **dict(model_options or {}))
     monitors = []
     if monitor is not None:

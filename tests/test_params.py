@@ -45,3 +45,32 @@ def test_legacy_cfg_fixture_restores_by_mutation(legacy_cfg):
 def test_previous_test_left_no_trace():
     # Order-independent on its own; under the default order it also checks the fixture restored cfg.
     assert params.cfg.get("N") != 999 and "new_key" not in params.cfg
+
+
+def test_defaults_are_derived_from_the_dataclasses(monkeypatch):
+    """Each legacy default is the dataclass default that owns it, read when DEFAULTS is made (not a copy)."""
+    import dataclasses
+
+    from ptycho.config import SimulationConfig
+
+    model, training = ModelConfig(), TrainingConfig()
+    for field in dataclasses.fields(ModelConfig):
+        if field.name != "padded_size":
+            assert params.DEFAULTS[params.legacy_key(field.name)] == getattr(model, field.name), field.name
+    for key in ("batch_size", "nepochs", "learning_rate"):
+        assert params.DEFAULTS[key] == getattr(training, key), key
+    assert params.DEFAULTS["nphotons"] == SimulationConfig().nphotons
+    assert (params.DEFAULTS["nll_weight"], params.DEFAULTS["mae_weight"]) == (1.0, 0.0)
+
+    @dataclasses.dataclass(frozen=True)
+    class WiderModel(ModelConfig):
+        n_filters_scale: int = 3
+
+    @dataclasses.dataclass(frozen=True)
+    class MaeTraining(TrainingConfig):
+        loss: str = "mae"
+
+    monkeypatch.setattr(params, "ModelConfig", WiderModel)  # a changed dataclass default flows through
+    monkeypatch.setattr(params, "TrainingConfig", MaeTraining)
+    derived = params._derived_defaults()
+    assert derived["n_filters_scale"] == 3 and (derived["nll_weight"], derived["mae_weight"]) == (0.0, 1.0)

@@ -137,3 +137,43 @@ def test_training_beats_an_untrained_model(seed):
     trained = amplitude_ssim(d2o)
     assert history["loss"][-1] < history["loss"][0]
     assert trained > untrained + 0.1, (trained, untrained)
+
+
+def test_a_training_run_enters_the_model_module_once_and_compiles_once(small_dataset, monkeypatch):
+    """workflow.train_model -> build -> train: the model module is entered once (to build; compile, the
+    standardiser and the getters live in ptycho.model_state) and the autoencoder is compiled once, by train.
+    A lookup of an attribute the module lacks (the lazy legacy ``__getattr__`` raising AttributeError) builds
+    nothing and is not counted."""
+    import sys
+
+    import keras
+
+    from ptycho import model as model_module, workflow
+
+    compiled = []
+    original_compile = keras.Model.compile
+
+    def counting_compile(self, *args, **kwargs):
+        compiled.append(self.name)
+        return original_compile(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "compile", counting_compile)
+    model_file = model_module.__file__
+    entries = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename == model_file:
+            caller = frame.f_back
+            probe = frame.f_code.co_name == "__getattr__" and frame.f_locals["name"] not in model_module._LAZY_NAMES
+            if not probe and (caller is None or caller.f_code.co_filename != model_file):
+                entries.append(frame.f_code.co_name)
+
+    config = TrainingConfig(nepochs=1, batch_size=8, jit_compile=False, verbose=0)
+    sys.setprofile(profile)
+    try:
+        trained = workflow.train_model(small_dataset, config, seed=0, model_options={"jit_compile": False})
+    finally:
+        sys.setprofile(None)
+    assert entries == ["create_model_with_gridsize"], entries
+    assert compiled.count("autoencoder") == 1, compiled
+    assert len(trained.history["loss"]) == 1

@@ -89,7 +89,7 @@ def _load_archive(path: Path):
     otherwise. The learnt probe is (N, N) complex64 when the model was trained with ``--probe-trainable``, else
     None (the data's probe is the model's)."""
     from ptycho.inputs import model_geometry
-    from ptycho.model import get_probe
+    from ptycho.model_state import get_probe
     from ptycho.persistence import load_model
 
     try:

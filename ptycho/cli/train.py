@@ -242,7 +242,7 @@ def _sigint_stops_training():
 
 def _probe_change(autoencoder, probe: np.ndarray) -> float:
     """‖P_learnt − P_data‖ / ‖P_data‖: how far training moved the probe (0 for a fixed probe)."""
-    from ptycho.model import get_probe
+    from ptycho.model_state import get_probe
 
     probe = np.asarray(probe, np.complex128)
     return float(np.linalg.norm(get_probe(autoencoder) - probe) / np.linalg.norm(probe))

@@ -1,0 +1,75 @@
+"""The state of a built model, read and set outside the factory: its intensity scale, probe and convolution
+precision, its input standardiser's statistics, and its compilation for a training loss.
+
+``ptycho.model`` builds the two models; training (``ptycho.train``), inference and the CLI work on a built
+model through these functions, so a training run enters the model module once (to build). Each function
+finds a layer by the name ``ptycho.model.build_models`` gives it (``intensity_scale``, ``probe``,
+``input_standardizer``, ``input_features``, ``enc0_conv_a``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ptycho.device import resolve_jit_compile
+
+
+def compile_autoencoder(autoencoder, *, nll_weight: float = 1.0, mae_weight: float = 0.0,
+                        learning_rate: float = 1e-3, jit_compile: Optional[bool] = None) -> None:
+    """Compile the autoencoder with Adam and weighted losses, XLA explicit (None: :func:`default_jit_compile`).
+
+    Poisson NLL acts on the ``intensity`` output (counts), MAE on the ``amplitude`` output (√counts).
+    """
+    from ptycho.losses import mae, poisson_nll
+
+    if nll_weight < 0 or mae_weight < 0 or nll_weight + mae_weight == 0:
+        raise ValueError(f"loss weights: need nll_weight, mae_weight >= 0 and not both 0, "
+                         f"got nll_weight={nll_weight}, mae_weight={mae_weight}")
+    losses = [None, mae if mae_weight else None, poisson_nll if nll_weight else None]
+    weights = [0.0, float(mae_weight), float(nll_weight)]
+    autoencoder.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, loss_weights=weights,
+                        jit_compile=resolve_jit_compile(jit_compile))
+
+
+def adapt_input_normalization(model: keras.Model, amplitudes: np.ndarray, force: bool = False) -> bool:
+    """Estimate the input standardisation of ``model`` from diffraction amplitudes X = d/s.
+
+    amplitudes: (B, N, N, C) grouped patterns, float, amplitude units of X. The features the standardiser
+    sees (X, and the holographic estimate for the 'unet' architecture) are computed by the model's own
+    layers. Returns True if the statistics were set, False if the model has no standardiser
+    (``input_normalization='none'``) or it is already adapted and ``force`` is False (a trained model keeps
+    the statistics it was trained with).
+    """
+    try:
+        layer = model.get_layer("input_standardizer")
+    except ValueError:
+        return False
+    if layer.is_adapted and not force:
+        return False
+    X = np.asarray(amplitudes, np.float32)
+    try:
+        features = model.get_layer("input_features")(tf.constant(X)).numpy()
+    except ValueError:
+        features = X
+    layer.adapt(features)
+    return True
+
+
+def get_intensity_scale(model: keras.Model) -> float:
+    """The intensity scale s of a model built by this module."""
+    return float(np.exp(model.get_layer("intensity_scale").log_scale.numpy()))
+
+
+def get_conv_dtype(model: keras.Model) -> str:
+    """The compute precision of a model's convolution stack: 'float32' or 'bfloat16'."""
+    policy = model.get_layer("enc0_conv_a").dtype_policy.compute_dtype
+    return "bfloat16" if policy == "bfloat16" else "float32"
+
+
+def get_probe(model: keras.Model) -> np.ndarray:
+    """The probe (N, N) complex64 of an autoencoder built by this module."""
+    layer = model.get_layer("probe")
+    return (layer.probe_real.numpy() + 1j * layer.probe_imag.numpy())[..., 0].astype(np.complex64)
