@@ -34,8 +34,17 @@ import numpy as np
 from ptycho.grouping import gridsize_of, group_positions
 
 
+class DatasetFieldError(ValueError):
+    """A ``PtychoDataset`` field is invalid: ``str()`` is ``"PtychoDataset.<field>: <message>"``; ``field`` and
+    ``message`` are kept so a reader can name its own file and key instead (``load_npz``)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"PtychoDataset.{field}: {message}")
+        self.field, self.message = field, message
+
+
 def _fail(field: str, message: str) -> None:
-    raise ValueError(f"PtychoDataset.{field}: {message}")
+    raise DatasetFieldError(field, message)
 
 
 def _real_array(field: str, value, ndim: int) -> np.ndarray:
@@ -43,9 +52,9 @@ def _real_array(field: str, value, ndim: int) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         _fail(field, f"must be a real numeric array, got dtype {arr.dtype}")
     if arr.ndim != ndim:
-        _fail(field, f"must have {ndim} dimensions, got shape {arr.shape}")
+        _fail(field, f"expected a {ndim}-D array, got shape {arr.shape}")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        _fail(field, "contains non-finite values")
+        _fail(field, "contains NaN or infinite values")
     return arr
 
 
@@ -58,9 +67,9 @@ def _complex_array(field: str, value, ndim: int) -> np.ndarray:
     if arr.ndim == ndim + 1 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim != ndim:
-        _fail(field, f"must have {ndim} dimensions, got shape {arr.shape}")
+        _fail(field, f"expected a {ndim}-D array, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        _fail(field, "contains non-finite values")
+        _fail(field, "contains NaN or infinite values")
     return arr.astype(np.complex64, copy=False)
 
 
@@ -70,12 +79,28 @@ def _checked_mask(value, N: int) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         _fail("mask", f"must be a boolean or 0/1 array, got dtype {arr.dtype}")
     if arr.shape != (N, N):
-        _fail("mask", f"must have shape (N, N) = ({N}, {N}) to match diffraction, got {arr.shape}")
+        _fail("mask", f"expected shape (N, N) = ({N}, {N}) to match diffraction, got {arr.shape}")
     if arr.dtype.kind != "b":
         if not np.all((arr == 0) | (arr == 1)):
             _fail("mask", "must hold only 0 and 1 (or booleans), 1 = measured pixel")
         arr = arr != 0
     return arr
+
+
+def _checked_groups(value, M: int) -> np.ndarray:
+    """(B, C) int64 group indices into M positions, C = gridsize²; None -> one group per position."""
+    if value is None:
+        return np.arange(M, dtype=np.int64)[:, None]
+    groups = np.asarray(value)
+    if groups.ndim != 2 or groups.shape[0] < 1 or groups.dtype.kind not in "iu":
+        _fail("group_indices", f"expected a (B, C) integer array with B >= 1, got {groups.shape} {groups.dtype}")
+    try:
+        gridsize_of(groups.shape[1])
+    except ValueError as exc:
+        _fail("group_indices", str(exc))
+    if groups.min() < 0 or groups.max() >= M:
+        _fail("group_indices", f"expected indices in [0, {M}), got [{groups.min()}, {groups.max()}]")
+    return groups.astype(np.int64, copy=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,20 +139,20 @@ class PtychoDataset:
         diff = _real_array("diffraction", self.diffraction, 3)
         M, N = diff.shape[0], diff.shape[1]
         if M < 1 or diff.shape[2] != N:
-            _fail("diffraction", f"must be (M, N, N) with M >= 1, got shape {diff.shape}")
+            _fail("diffraction", f"expected (M, N, N) with M >= 1, got shape {diff.shape}")
         if np.any(diff < 0):
-            _fail("diffraction", "amplitudes must be >= 0")
+            _fail("diffraction", "negative amplitudes (they must be >= 0)")
         set_("diffraction", diff.astype(np.float32, copy=False))
         for name in ("xcoords", "ycoords"):
             coords = _real_array(name, getattr(self, name), 1)
             if coords.shape != (M,):
-                _fail(name, f"must have shape (M,) = ({M},) to match diffraction, got {coords.shape}")
+                _fail(name, f"expected shape (M,) = ({M},) to match diffraction, got {coords.shape}")
             set_(name, coords.astype(np.float64, copy=False))
         probe = _complex_array("probe", self.probe, 2)
         if probe.shape != (N, N):
-            _fail("probe", f"must have shape (N, N) = ({N}, {N}) to match diffraction, got {probe.shape}")
+            _fail("probe", f"expected shape (N, N) = ({N}, {N}) to match diffraction, got {probe.shape}")
         set_("probe", probe)
-        set_("group_indices", self._checked_groups(M))
+        set_("group_indices", _checked_groups(self.group_indices, M))
         if self.obj is not None:
             set_("obj", _complex_array("obj", self.obj, 2))
             self._check_inside_object()
@@ -139,32 +164,18 @@ class PtychoDataset:
         if self.scan_index is not None:
             idx = _real_array("scan_index", self.scan_index, 1)
             if idx.shape != (M,) or idx.dtype.kind not in "iu":
-                _fail("scan_index", f"must be (M,) = ({M},) integers, got {idx.shape} {idx.dtype}")
+                _fail("scan_index", f"expected (M,) = ({M},) integers, got {idx.shape} {idx.dtype}")
             set_("scan_index", idx.astype(np.int64, copy=False))
         if self.mask is not None:
             set_("mask", _checked_mask(self.mask, N))
-
-    def _checked_groups(self, M: int) -> np.ndarray:
-        if self.group_indices is None:
-            return np.arange(M, dtype=np.int64)[:, None]
-        groups = np.asarray(self.group_indices)
-        if groups.ndim != 2 or groups.shape[0] < 1 or groups.dtype.kind not in "iu":
-            _fail("group_indices", f"must be a (B, C) integer array with B >= 1, got {groups.shape} {groups.dtype}")
-        try:
-            gridsize_of(groups.shape[1])
-        except ValueError as exc:
-            _fail("group_indices", str(exc))
-        if groups.min() < 0 or groups.max() >= M:
-            _fail("group_indices", f"indices must lie in [0, {M}), got [{groups.min()}, {groups.max()}]")
-        return groups.astype(np.int64, copy=False)
 
     def _check_inside_object(self) -> None:
         H, W = self.obj.shape
         for name, limit in (("xcoords", W - 1), ("ycoords", H - 1)):
             coords = getattr(self, name)
             if coords.min() < 0 or coords.max() > limit:
-                _fail(name, f"positions must lie inside the object [0, {limit}], "
-                            f"got [{coords.min():.3f}, {coords.max():.3f}]")
+                _fail(name, f"positions outside the object [0, {limit}]: "
+                            f"[{coords.min():.3f}, {coords.max():.3f}]")
 
     # ----- sizes -------------------------------------------------------------------------------
     @property
@@ -276,19 +287,22 @@ def _read_key(npz, path, key: str) -> np.ndarray:
     return arr
 
 
-def _numeric(path, key: str, arr: np.ndarray, kinds: str, ndim: int, shape=None) -> np.ndarray:
+#: The NPZ key of each ``PtychoDataset`` field, where the two differ (``diffraction`` may also be ``diff3d``).
+_FILE_KEYS = {"probe": "probeGuess", "obj": "objectGuess"}
+#: Optional keys and the dtype kinds they may hold; the values are checked by ``PtychoDataset`` itself.
+_OPTIONAL_KEYS = {"objectGuess": "biufc", "scan_index": "iu", "nphotons": "biuf", "mask": "biu", "group_indices": "iu"}
+
+
+def _numeric(path, key: str, arr: np.ndarray, kinds: str) -> np.ndarray:
     if arr.dtype.kind not in kinds:
         _bad(path, key, f"unsupported dtype {arr.dtype}")
-    if arr.ndim != ndim or (shape is not None and arr.shape != shape):
-        want = shape if shape is not None else f"{ndim} dimensions"
-        _bad(path, key, f"expected shape {want}, got {arr.shape}")
-    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-        _bad(path, key, "contains NaN or infinite values")
     return arr
 
 
 def _read_arrays(npz, path) -> dict:
-    """Validate the NPZ content and return the PtychoDataset fields (without grouping)."""
+    """The file's arrays as ``PtychoDataset`` fields, read without pickle; the keys present and the dtype kinds
+    are checked here, every value (shapes, finiteness, ranges) by ``PtychoDataset`` (see ``_dataset_from_file``).
+    Adds ``"_diffraction_key"``: the key the amplitudes came from ('diffraction' or legacy 'diff3d')."""
     files = set(npz.files)
     diff_key = "diffraction" if "diffraction" in files else "diff3d" if "diff3d" in files else None
     if diff_key is None:
@@ -296,52 +310,35 @@ def _read_arrays(npz, path) -> dict:
     for key in _REQUIRED_KEYS:
         if key not in files:
             _bad(path, key, f"missing; keys: {sorted(files)}")
-    diff = _numeric(path, diff_key, _read_key(npz, path, diff_key), "biuf", 3)
-    M, N = diff.shape[0], diff.shape[1]
-    if M < 1 or diff.shape[2] != N:
-        _bad(path, diff_key, f"expected (M, N, N) with M >= 1, got {diff.shape}")
-    if np.any(diff < 0):
-        _bad(path, diff_key, "negative amplitudes")
-    out = {"diffraction": diff.astype(np.float32, copy=False)}
+    amplitudes = _numeric(path, diff_key, _read_key(npz, path, diff_key), "biuf")
+    out = {"_diffraction_key": diff_key, "diffraction": amplitudes}
     for key in ("xcoords", "ycoords"):
-        out[key] = _numeric(path, key, _read_key(npz, path, key), "biuf", 1, (M,)).astype(np.float64)
-    out["probe"] = _numeric(path, "probeGuess", _read_key(npz, path, "probeGuess"), "biufc", 2, (N, N))
-    out["obj"] = None
-    if "objectGuess" in files:
-        obj = out["obj"] = _numeric(path, "objectGuess", _read_key(npz, path, "objectGuess"), "biufc", 2)
-        for key, limit in (("xcoords", obj.shape[1] - 1), ("ycoords", obj.shape[0] - 1)):
-            if out[key].min() < 0 or out[key].max() > limit:
-                _bad(path, key, f"positions outside the object [0, {limit}]")
-    out["scan_index"] = None
-    if "scan_index" in files:
-        out["scan_index"] = _numeric(path, "scan_index", _read_key(npz, path, "scan_index"), "iu", 1, (M,))
-    out["nphotons"] = None
-    if "nphotons" in files:
-        value = _numeric(path, "nphotons", _read_key(npz, path, "nphotons"), "biuf", 0)
-        if float(value) <= 0:
-            _bad(path, "nphotons", f"must be > 0, got {float(value)}")
-        out["nphotons"] = float(value)
-    out["mask"] = None
-    if "mask" in files:
-        mask = _numeric(path, "mask", _read_key(npz, path, "mask"), "biu", 2, (N, N))
-        if not np.all((mask == 0) | (mask == 1)):
-            _bad(path, "mask", "must hold only 0 and 1 (1 = measured pixel)")
-        out["mask"] = mask != 0
-    out["group_indices"] = _read_groups(npz, path, M) if "group_indices" in files else None
+        out[key] = _numeric(path, key, _read_key(npz, path, key), "biuf")
+    out["probe"] = _numeric(path, "probeGuess", _read_key(npz, path, "probeGuess"), "biufc")
+    if out["probe"].ndim != 2:
+        _bad(path, "probeGuess", f"expected shape (N, N), got {out['probe'].shape}")
+    for key, kinds in _OPTIONAL_KEYS.items():
+        field = {"objectGuess": "obj"}.get(key, key)
+        out[field] = _numeric(path, key, _read_key(npz, path, key), kinds) if key in files else None
+    if out["nphotons"] is not None:
+        if out["nphotons"].ndim != 0:
+            _bad(path, "nphotons", f"expected a scalar, got shape {out['nphotons'].shape}")
+        out["nphotons"] = float(out["nphotons"])
     return out
 
 
-def _read_groups(npz, path, M: int) -> np.ndarray:
-    """(B, C) int64 ``group_indices`` of the file: B >= 1, C = gridsize², indices in [0, M)."""
-    groups = _numeric(path, "group_indices", _read_key(npz, path, "group_indices"), "iu", 2)
+def dataset_from_npz(npz, path) -> "PtychoDataset":
+    """The ``PtychoDataset`` of an open NPZ (anything with ``files`` and ``[key]``), its stored groups as they
+    are (None: one group per position). Every problem is a ``ValueError`` naming the file and the key
+    (``path: key 'probeGuess': expected shape ...``): the reader checks keys and dtypes, ``PtychoDataset`` the
+    values, so the two never disagree."""
+    fields = _read_arrays(npz, path)
+    diffraction_key = fields.pop("_diffraction_key")
     try:
-        gridsize_of(groups.shape[1])
-        valid = groups.shape[0] >= 1 and groups.min() >= 0 and groups.max() < M
-    except ValueError:  # C is not gridsize²
-        valid = False
-    if not valid:
-        _bad(path, "group_indices", f"expected (B, gridsize**2) indices in [0, {M}), got {groups.shape}")
-    return groups.astype(np.int64)
+        return PtychoDataset(**fields)
+    except DatasetFieldError as exc:
+        key = diffraction_key if exc.field == "diffraction" else _FILE_KEYS.get(exc.field, exc.field)
+        raise ValueError(f"{os.fspath(path)}: key {key!r}: {exc.message}") from None
 
 
 def open_npz(path, what: str = "an NPZ archive with keys") -> np.lib.npyio.NpzFile:
@@ -373,23 +370,22 @@ def load_npz(path, gridsize: int = 1, K: Optional[int] = None, n_groups: Optiona
         raise ValueError(f"gridsize: must be a positive int, got {gridsize!r}")
     npz = open_npz(path)
     with npz:
-        fields = _read_arrays(npz, path)
-    groups = fields.pop("group_indices")
-    if groups is None or groups.shape[1] != gridsize ** 2 or (n_groups is not None and n_groups != groups.shape[0]):
-        M = fields["xcoords"].shape[0]
+        checked = dataset_from_npz(npz, path)  # the file's own groups are checked even where they are not used
+        stored = groups = checked.group_indices if "group_indices" in npz.files else None
+    if stored is None or stored.shape[1] != gridsize ** 2 or (n_groups is not None and n_groups != stored.shape[0]):
+        M = checked.n_positions
         if gridsize ** 2 > M:
             raise ValueError(f"{os.fspath(path)}: gridsize: groups of gridsize**2 = {gridsize ** 2} positions "
                              f"need at least that many scan positions, the file has {M}")
         try:
-            groups = group_positions(fields["xcoords"], fields["ycoords"], gridsize, K, n_groups,
+            groups = group_positions(checked.xcoords, checked.ycoords, gridsize, K, n_groups,
                                      np.random.default_rng(seed))
         except ValueError as exc:  # names the grouping argument (n_groups, K); add the file
             raise ValueError(f"{os.fspath(path)}: {exc}") from None
-    if nphotons is not None:
-        fields["nphotons"] = nphotons
     try:
-        return PtychoDataset(group_indices=groups, **fields)
-    except ValueError as exc:
+        return dataclasses.replace(checked, group_indices=groups,
+                                   nphotons=checked.nphotons if nphotons is None else nphotons)
+    except ValueError as exc:  # only the nphotons argument can be invalid here
         raise ValueError(f"{os.fspath(path)}: {exc}") from None
 
 
@@ -426,7 +422,11 @@ def load_object(path) -> np.ndarray:
     with npz:
         if "objectGuess" not in npz.files:
             _bad(path, "objectGuess", f"missing (the true object is needed); keys: {sorted(npz.files)}")
-        obj = _numeric(path, "objectGuess", _read_key(npz, path, "objectGuess"), "biufc", 2)
+        obj = _numeric(path, "objectGuess", _read_key(npz, path, "objectGuess"), "biufc")
+    try:
+        obj = _complex_array("obj", obj, 2)
+    except DatasetFieldError as exc:
+        _bad(path, "objectGuess", exc.message)
     if min(obj.shape) < 1:
         _bad(path, "objectGuess", f"expected a non-empty (H, W) object, got {obj.shape}")
-    return obj.astype(np.complex64)
+    return obj

@@ -217,8 +217,8 @@ def test_save_is_atomic(dataset, tmp_path, monkeypatch):
 # and what the user reads; a wording change must update them deliberately).
 
 CATALOGUE_MESSAGES = {
-    "coords_outside_object.npz": "key 'xcoords': positions outside the object [0, 39]",
-    "group_index_out_of_range.npz": "key 'group_indices': expected (B, gridsize**2) indices in [0, 30), got (1, 4)",
+    "coords_outside_object.npz": "key 'xcoords': positions outside the object [0, 39]: [107.176, 132.377]",
+    "group_index_out_of_range.npz": "key 'group_indices': expected indices in [0, 30), got [0, 30]",
     "missing_diffraction.npz": "key 'diffraction': missing (neither 'diffraction' nor legacy 'diff3d'); "
                                "keys: ['objectGuess', 'probeGuess', 'xcoords', 'ycoords']",
     "missing_probe.npz": "key 'probeGuess': missing; keys: ['diff3d', 'objectGuess', 'xcoords', 'ycoords']",
@@ -226,12 +226,13 @@ CATALOGUE_MESSAGES = {
     "missing_ycoords.npz": "key 'ycoords': missing; keys: ['diff3d', 'objectGuess', 'probeGuess', 'xcoords']",
     "nan_amplitude.npz": "key 'diff3d': contains NaN or infinite values",
     "nan_object.npz": "key 'objectGuess': contains NaN or infinite values",
-    "negative_amplitude.npz": "key 'diff3d': negative amplitudes",
+    "negative_amplitude.npz": "key 'diff3d': negative amplitudes (they must be >= 0)",
     "object_array_needs_pickle.npz": "key 'ycoords': cannot be loaded without pickle "
                                      "(Object arrays cannot be loaded when allow_pickle=False)",
-    "shape_mismatch_diffraction.npz": "key 'diff3d': expected (M, N, N) with M >= 1, got (30, 16, 15)",
-    "shape_mismatch_ycoords.npz": "key 'ycoords': expected shape (30,), got (29,)",
-    "wrong_probe_size.npz": "key 'probeGuess': expected shape (16, 16), got (18, 18)",
+    "shape_mismatch_diffraction.npz": "key 'diff3d': expected (M, N, N) with M >= 1, got shape (30, 16, 15)",
+    "shape_mismatch_ycoords.npz": "key 'ycoords': expected shape (M,) = (30,) to match diffraction, got (29,)",
+    "wrong_probe_size.npz": "key 'probeGuess': expected shape (N, N) = (16, 16) to match diffraction, "
+                        "got (18, 18)",
 }
 
 
@@ -260,24 +261,25 @@ def _legacy_file(tmp_path, name="f.npz", **changes):
 
 @pytest.mark.parametrize("changes, expected", [
     (dict(diff3d=np.array([["a"]])), "key 'diff3d': unsupported dtype <U1"),
-    (dict(diff3d=np.zeros((5, 4))), "key 'diff3d': expected shape 3 dimensions, got (5, 4)"),
-    (dict(xcoords=np.zeros((5, 1))), "key 'xcoords': expected shape (5,), got (5, 1)"),
+    (dict(diff3d=np.zeros((5, 4))), "key 'diff3d': expected a 3-D array, got shape (5, 4)"),
+    (dict(xcoords=np.zeros((5, 1))), "key 'xcoords': expected a 1-D array, got shape (5, 1)"),
     (dict(xcoords=np.full(5, np.inf)), "key 'xcoords': contains NaN or infinite values"),
-    (dict(ycoords=np.array([0.0, 1, 2, 3, 7.5])), "key 'ycoords': positions outside the object [0, 7]"),
-    (dict(xcoords=np.array([-0.5, 1, 2, 3, 9])), "key 'xcoords': positions outside the object [0, 9]"),
-    (dict(scan_index=np.arange(4)), "key 'scan_index': expected shape (5,), got (4,)"),
+    (dict(ycoords=np.array([0.0, 1, 2, 3, 7.5])), "key 'ycoords': positions outside the object [0, 7]: [0.000, 7.500]"),
+    (dict(xcoords=np.array([-0.5, 1, 2, 3, 9])), "key 'xcoords': positions outside the object [0, 9]: [-0.500, 9.000]"),
+    (dict(scan_index=np.arange(4)), "key 'scan_index': expected (M,) = (5,) integers, got (4,) int64"),
     (dict(scan_index=np.arange(5.0)), "key 'scan_index': unsupported dtype float64"),
-    (dict(nphotons=np.float64(0.0)), "key 'nphotons': must be > 0, got 0.0"),
-    (dict(nphotons=np.float64(np.nan)), "key 'nphotons': contains NaN or infinite values"),
+    (dict(nphotons=np.float64(0.0)), "key 'nphotons': must be None or a finite number > 0, got 0.0"),
+    (dict(nphotons=np.float64(np.nan)), "key 'nphotons': must be None or a finite number > 0, got nan"),
     (dict(nphotons=np.array(["x"])), "key 'nphotons': unsupported dtype <U1"),
-    (dict(group_indices=np.array([[0, 1, 2]])), "key 'group_indices': expected (B, gridsize**2) indices in [0, 5), "
-                                                "got (1, 3)"),
-    (dict(group_indices=np.array([[0, 1, -1, 2]])), "key 'group_indices': expected (B, gridsize**2) indices in "
-                                                    "[0, 5), got (1, 4)"),
-    (dict(group_indices=np.zeros((0, 4), np.int64)), "key 'group_indices': expected (B, gridsize**2) indices in "
-                                                     "[0, 5), got (0, 4)"),
+    (dict(group_indices=np.array([[0, 1, 2]])), "key 'group_indices': C = 3 is not a perfect square "
+                                                "(gridsize**2)"),
+    (dict(group_indices=np.array([[0, 1, -1, 2]])), "key 'group_indices': expected indices in [0, 5), "
+                                                    "got [-1, 2]"),
+    (dict(group_indices=np.zeros((0, 4), np.int64)), "key 'group_indices': expected a (B, C) integer array "
+                                                     "with B >= 1, got (0, 4) int64"),
     (dict(group_indices=np.zeros((1, 4))), "key 'group_indices': unsupported dtype float64"),
-    (dict(group_indices=np.zeros(4, np.int64)), "key 'group_indices': expected shape 2 dimensions, got (4,)"),
+    (dict(group_indices=np.zeros(4, np.int64)), "key 'group_indices': expected a (B, C) integer array with "
+                                                "B >= 1, got (4,) int64"),
 ])
 def test_npz_validation_messages_are_exact(tmp_path, changes, expected):
     path = _legacy_file(tmp_path, **changes)
@@ -324,36 +326,39 @@ def test_dataset_converts_dtypes_and_accepts_boundaries():
 
 @pytest.mark.parametrize("field, value, expected", [
     ("diffraction", np.array([[["a"]]]), "PtychoDataset.diffraction: must be a real numeric array, got dtype <U1"),
-    ("diffraction", np.ones((5, 4)), "PtychoDataset.diffraction: must have 3 dimensions, got shape (5, 4)"),
-    ("diffraction", np.full((5, 4, 4), np.nan), "PtychoDataset.diffraction: contains non-finite values"),
-    ("diffraction", np.ones((5, 4, 3)), "PtychoDataset.diffraction: must be (M, N, N) with M >= 1, got shape (5, 4, 3)"),
-    ("diffraction", -np.ones((5, 4, 4)), "PtychoDataset.diffraction: amplitudes must be >= 0"),
-    ("xcoords", np.zeros(4), "PtychoDataset.xcoords: must have shape (M,) = (5,) to match diffraction, got (4,)"),
+    ("diffraction", np.ones((5, 4)), "PtychoDataset.diffraction: expected a 3-D array, got shape (5, 4)"),
+    ("diffraction", np.full((5, 4, 4), np.nan), "PtychoDataset.diffraction: contains NaN or infinite values"),
+    ("diffraction", np.ones((5, 4, 3)), "PtychoDataset.diffraction: expected (M, N, N) with M >= 1, "
+                                        "got shape (5, 4, 3)"),
+    ("diffraction", -np.ones((5, 4, 4)), "PtychoDataset.diffraction: negative amplitudes (they must be >= 0)"),
+    ("xcoords", np.zeros(4), "PtychoDataset.xcoords: expected shape (M,) = (5,) to match diffraction, got (4,)"),
     ("probe", np.array([["a"]]), "PtychoDataset.probe: must be a numeric array, got dtype <U1"),
-    ("probe", np.ones((4, 4, 2)), "PtychoDataset.probe: must have 2 dimensions, got shape (4, 4, 2)"),
-    ("probe", np.full((4, 4), np.nan), "PtychoDataset.probe: contains non-finite values"),
-    ("probe", np.ones((3, 3)), "PtychoDataset.probe: must have shape (N, N) = (4, 4) to match diffraction, got (3, 3)"),
-    ("obj", np.full((8, 10), np.inf), "PtychoDataset.obj: contains non-finite values"),
-    ("xcoords", np.array([0, 1, 2, 3, 9.5]), "PtychoDataset.xcoords: positions must lie inside the object [0, 9], "
-                                             "got [0.000, 9.500]"),
-    ("ycoords", np.array([-0.25, 1, 2, 3, 7]), "PtychoDataset.ycoords: positions must lie inside the object [0, 7], "
-                                               "got [-0.250, 7.000]"),
-    ("group_indices", np.array([[0.0, 1, 2, 3]]), "PtychoDataset.group_indices: must be a (B, C) integer array with "
-                                                  "B >= 1, got (1, 4) float64"),
-    ("group_indices", np.zeros((0, 4), np.int64), "PtychoDataset.group_indices: must be a (B, C) integer array with "
-                                                  "B >= 1, got (0, 4) int64"),
-    ("group_indices", np.array([0, 1]), "PtychoDataset.group_indices: must be a (B, C) integer array with B >= 1, "
+    ("probe", np.ones((4, 4, 2)), "PtychoDataset.probe: expected a 2-D array, got shape (4, 4, 2)"),
+    ("probe", np.full((4, 4), np.nan), "PtychoDataset.probe: contains NaN or infinite values"),
+    ("probe", np.ones((3, 3)), "PtychoDataset.probe: expected shape (N, N) = (4, 4) to match diffraction, "
+                                "got (3, 3)"),
+    ("obj", np.full((8, 10), np.inf), "PtychoDataset.obj: contains NaN or infinite values"),
+    ("xcoords", np.array([0, 1, 2, 3, 9.5]), "PtychoDataset.xcoords: positions outside the object [0, 9]: "
+                                             "[0.000, 9.500]"),
+    ("ycoords", np.array([-0.25, 1, 2, 3, 7]), "PtychoDataset.ycoords: positions outside the object [0, 7]: "
+                                               "[-0.250, 7.000]"),
+    ("group_indices", np.array([[0.0, 1, 2, 3]]), "PtychoDataset.group_indices: expected a (B, C) integer array "
+                                                  "with B >= 1, got (1, 4) float64"),
+    ("group_indices", np.zeros((0, 4), np.int64), "PtychoDataset.group_indices: expected a (B, C) integer array "
+                                                  "with B >= 1, got (0, 4) int64"),
+    ("group_indices", np.array([0, 1]), "PtychoDataset.group_indices: expected a (B, C) integer array with B >= 1, "
                                         "got (2,) int64"),
     ("group_indices", np.array([[0, 1]]), "PtychoDataset.group_indices: C = 2 is not a perfect square (gridsize**2)"),
-    ("group_indices", np.array([[0, 1, 2, 5]]), "PtychoDataset.group_indices: indices must lie in [0, 5), got [0, 5]"),
-    ("group_indices", np.array([[-1, 1, 2, 3]]), "PtychoDataset.group_indices: indices must lie in [0, 5), got [-1, 3]"),
+    ("group_indices", np.array([[0, 1, 2, 5]]), "PtychoDataset.group_indices: expected indices in [0, 5), got [0, 5]"),
+    ("group_indices", np.array([[-1, 1, 2, 3]]), "PtychoDataset.group_indices: expected indices in [0, 5), "
+                                                 "got [-1, 3]"),
     ("nphotons", True, "PtychoDataset.nphotons: must be None or a finite number > 0, got True"),
     ("nphotons", "1e4", "PtychoDataset.nphotons: must be None or a finite number > 0, got '1e4'"),
     ("nphotons", float("inf"), "PtychoDataset.nphotons: must be None or a finite number > 0, got inf"),
     ("nphotons", 0.0, "PtychoDataset.nphotons: must be None or a finite number > 0, got 0.0"),
-    ("scan_index", np.arange(4), "PtychoDataset.scan_index: must be (M,) = (5,) integers, got (4,) int64"),
-    ("scan_index", np.arange(5.0), "PtychoDataset.scan_index: must be (M,) = (5,) integers, got (5,) float64"),
-    ("scan_index", np.arange(5)[:, None], "PtychoDataset.scan_index: must have 1 dimensions, got shape (5, 1)"),
+    ("scan_index", np.arange(4), "PtychoDataset.scan_index: expected (M,) = (5,) integers, got (4,) int64"),
+    ("scan_index", np.arange(5.0), "PtychoDataset.scan_index: expected (M,) = (5,) integers, got (5,) float64"),
+    ("scan_index", np.arange(5)[:, None], "PtychoDataset.scan_index: expected a 1-D array, got shape (5, 1)"),
     ("scan_index", np.array(list("abcde")), "PtychoDataset.scan_index: must be a real numeric array, got dtype <U1"),
     ("scan_index", np.arange(5) + 0j, "PtychoDataset.scan_index: must be a real numeric array, got dtype complex128"),
 ])
@@ -390,7 +395,7 @@ def test_load_object_reads_only_the_object_and_validates(tmp_path):
         "missing.npz": (dict(xcoords=np.zeros(2)), "key 'objectGuess': missing (the true object is needed); "
                                                    "keys: ['xcoords']"),
         "nan.npz": (dict(objectGuess=np.full((2, 2), np.nan)), "key 'objectGuess': contains NaN or infinite values"),
-        "flat.npz": (dict(objectGuess=np.zeros(4)), "key 'objectGuess': expected shape 2 dimensions, got (4,)"),
+        "flat.npz": (dict(objectGuess=np.zeros(4)), "key 'objectGuess': expected a 2-D array, got shape (4,)"),
         "empty.npz": (dict(objectGuess=np.zeros((0, 3))), "key 'objectGuess': expected a non-empty (H, W) object, "
                                                           "got (0, 3)"),
         "text.npz": (dict(objectGuess=np.array([["a"]])), "key 'objectGuess': unsupported dtype <U1"),
@@ -573,7 +578,7 @@ def test_mask_accepts_zero_one_arrays_and_validates():
     assert ones.mask.dtype == np.bool_
     np.testing.assert_array_equal(ones.mask, _mask())
     for value, expected in (
-            (np.ones((4, 3)), "PtychoDataset.mask: must have shape (N, N) = (4, 4) to match diffraction, got (4, 3)"),
+            (np.ones((4, 3)), "PtychoDataset.mask: expected shape (N, N) = (4, 4) to match diffraction, got (4, 3)"),
             (np.full((4, 4), 2), "PtychoDataset.mask: must hold only 0 and 1 (or booleans), 1 = measured pixel"),
             (np.full((4, 4), np.nan), "PtychoDataset.mask: must hold only 0 and 1 (or booleans), 1 = measured pixel"),
             (np.full((4, 4), "a"), "PtychoDataset.mask: must be a boolean or 0/1 array, got dtype <U1")):
@@ -585,8 +590,10 @@ def test_malformed_mask_in_npz_names_file_and_key(tmp_path):
     base = dict(diffraction=fields["diffraction"], xcoords=fields["xcoords"], ycoords=fields["ycoords"],
                 probeGuess=np.ones((4, 4)))
     for name, mask, expected in (
-            ("values", np.full((4, 4), 3, np.uint8), "key 'mask': must hold only 0 and 1 (1 = measured pixel)"),
-            ("shape", np.ones((4, 5), np.uint8), "key 'mask': expected shape (4, 4), got (4, 5)"),
+            ("values", np.full((4, 4), 3, np.uint8),
+             "key 'mask': must hold only 0 and 1 (or booleans), 1 = measured pixel"),
+            ("shape", np.ones((4, 5), np.uint8), "key 'mask': expected shape (N, N) = (4, 4) to match diffraction, "
+                                                      "got (4, 5)"),
             ("dtype", np.ones((4, 4)), "key 'mask': unsupported dtype float64")):
         path = _write(tmp_path / f"{name}.npz", **base, mask=mask)
         assert _message(lambda: load_npz(path)) == f"{path}: {expected}"

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ptycho.data import PtychoDataset, _read_arrays, open_npz
+from ptycho.data import PtychoDataset, dataset_from_npz, open_npz
 from ptycho.formats._common import Conversion, fail, warn, zero_frequency
 
 log = logging.getLogger("ptycho.formats")
@@ -41,11 +41,7 @@ class _Legacy:
 def convert(path) -> Conversion:
     """Validate a PtychoPINN NPZ and return its :class:`Conversion` (nothing rescaled; see the module docstring)."""
     with open_npz(path) as npz:
-        fields = _read_arrays(_Legacy(npz), path)
-    try:
-        dataset = PtychoDataset(**fields)
-    except ValueError as exc:
-        raise ValueError(f"{os.fspath(path)}: {exc}") from None
+        dataset = dataset_from_npz(_Legacy(npz), path)
     key = "diffraction"
     amplitudes = dataset.diffraction
     nonzero = amplitudes[amplitudes > 0]
