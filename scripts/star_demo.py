@@ -1,12 +1,14 @@
 """A real experimental scan end to end: tike's Siemens star, imported, trained on, reconstructed, compared.
 
-    python scripts/star_demo.py SRC [--epochs 3] [--refine 30] [--figure docs/images/siemens_star.png]
+    python scripts/star_demo.py SRC [--epochs 3] [--refine 30] [--probe-trainable] [--figure FIGURE]
 
 SRC is tike's ``tests/data/siemens-star-small.npz.bz2`` (516 positions, N = 128; BSD-3, UChicago Argonne) or
 the 80-position subset in tests/fixtures. Steps, each on the package's own path:
 
 1. ``ptycho.formats.read(SRC, 'tike')`` (the conventions of ``ptycho import``);
-2. train the default network on the file for ``--epochs`` (gridsize 2, batch 16; no ground truth exists);
+2. train the default network on the file for ``--epochs`` (gridsize 2, batch 16; no ground truth exists); with
+   ``--probe-trainable`` the probe trains with it (as ``ptycho train --probe-trainable``) and steps 3-4 use the
+   learnt probe;
 3. reconstruct with the tapered stitch (``M='auto'``);
 4. refine that reconstruction, object and probe, for ``--refine`` iterations (PINN + refinement);
 5. refine from ones with the same settings (the package's iterative baseline);
@@ -71,6 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("src", help="tike's siemens-star-small.npz.bz2 (or the fixture subset)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--refine", type=int, default=30)
+    parser.add_argument("--probe-trainable", action="store_true", help="train the probe with the network")
     parser.add_argument("--figure", default=str(ROOT / "docs" / "images" / "siemens_star.png"))
     args = parser.parse_args(argv)
 
@@ -80,6 +83,7 @@ def main(argv=None) -> int:
     from ptycho.formats import convert
     from ptycho.grouping import group_positions
     from ptycho.inference import reconstruct
+    from ptycho.model_state import get_probe
     from ptycho.refine import RefineConfig, refine
 
     conversion = convert(args.src, "tike")
@@ -87,11 +91,14 @@ def main(argv=None) -> int:
     groups = group_positions(data.xcoords, data.ycoords, 2, rng=np.random.default_rng(0))
     grouped = replace(data, group_indices=groups)
     start = time.perf_counter()
-    trained = workflow.train_model(grouped, TrainingConfig(nepochs=args.epochs, verbose=0), source=str(args.src))
+    trained = workflow.train_model(grouped, TrainingConfig(nepochs=args.epochs, verbose=0), source=str(args.src),
+                                   model_options={"probe_trainable": args.probe_trainable})
     train_s = time.perf_counter() - start
+    learnt = get_probe(trained.autoencoder)
+    probe_change = float(np.linalg.norm(learnt - data.probe) / np.linalg.norm(data.probe))
     network = reconstruct(trained.diffraction_to_obj, grouped, M="auto", intensity_scale=data.intensity_scale)
     config = RefineConfig(iterations=args.refine, refine_probe=True, probe_start=3, loss="nll")
-    pinn = refine(data, config, initial=network)
+    pinn = refine(replace(data, probe=learnt), config, initial=network)
     iterative = refine(data, config)
     a, b = common_crop(pinn.reconstruction, iterative.reconstruction)
     agreement = evaluate(a, b)
@@ -102,6 +109,7 @@ def main(argv=None) -> int:
         "src": str(args.src), "positions": data.n_positions, "N": data.N, "epochs": trained.history["epochs_run"],
         "train_seconds": round(train_s, 1), "history_warnings": trained.history.get("warnings", []),
         "loss_first_last": [trained.history["loss"][0], trained.history["loss"][-1]],
+        "probe_trainable": args.probe_trainable, "probe_change": round(probe_change, 4),
         "refine_iterations": args.refine, "pinn_refine_seconds": round(pinn.seconds, 1),
         "iterative_seconds": round(iterative.seconds, 1),
         "misfit_pinn_first_last": [pinn.loss[0], pinn.loss[-1]],
