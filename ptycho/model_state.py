@@ -19,7 +19,7 @@ from ptycho.device import resolve_jit_compile
 
 def compile_autoencoder(autoencoder, *, nll_weight: float = 1.0, mae_weight: float = 0.0,
                         learning_rate: float = 1e-3, jit_compile: Optional[bool] = None) -> None:
-    """Compile the autoencoder with Adam and weighted losses, XLA explicit (None: ``ptycho.device.default_jit_compile``).
+    """Compile the autoencoder with Adam and weighted losses, XLA explicit (None: ``device.default_jit_compile``).
 
     Poisson NLL acts on the ``intensity`` output (counts), MAE on the ``amplitude`` output (√counts).
     """
