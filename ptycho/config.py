@@ -60,10 +60,12 @@ class ModelConfig:
     ``object_amplitude_max`` bounds the predicted amplitude: ``object_amplitude_max * sigmoid(.)``.
     ``input_normalization``: 'standardize' (per-pixel mean/std of the training amplitudes, estimated by
     ``train``; the default, ledger INPUT-STANDARDIZE-001) or 'none' (the reference network: x = d/s).
-    ``architecture``: 'unet' (default: the network also sees a holographic real-space estimate of each
-    patch and its decoders get centre-cropped encoder skips, ledger HOLOGRAPHIC-INPUT-001) or 'reference'
-    (SPEC §4 exactly: 2,252,026 / 2,257,000 trainable parameters at N=64, gridsize 1 / 2, with
-    ``input_normalization='none'``).
+    ``architecture``: 'retrieval' (default: the U-Net sees an estimate of each group's object from
+    ``retrieval_iterations`` passes of iterative retrieval on the group's own patterns, and its logits correct
+    that estimate, so an untrained network outputs it; ledger GROUP-RETRIEVAL-001), 'unet' (the network also
+    sees a holographic real-space estimate of each patch and its decoders get centre-cropped encoder skips,
+    ledger HOLOGRAPHIC-INPUT-001; the dose study's network) or 'reference' (SPEC §4 exactly: 2,252,026 /
+    2,257,000 trainable parameters at N=64, gridsize 1 / 2, with ``input_normalization='none'``).
     ``conv_dtype``: the compute precision of the convolution stack, 'float32' or 'bfloat16' (weights,
     logits and all of the physics stay float32 / complex64); None (default) means bfloat16 where the device
     multiplies it natively and float32 elsewhere (``ptycho.device.default_conv_dtype``, ledger BF16-CONV-001).
@@ -81,13 +83,15 @@ class ModelConfig:
     probe_trainable: bool = False
     intensity_scale_trainable: bool = False
     input_normalization: str = "standardize"
-    architecture: str = "unet"
+    architecture: str = "retrieval"
     conv_dtype: Optional[str] = None
+    retrieval_iterations: int = 10
 
     def __post_init__(self) -> None:
         _validate_patch_size(self)
         _require_choice(self, "input_normalization", ("standardize", "none"))
-        _require_choice(self, "architecture", ("unet", "reference"))
+        _require_choice(self, "architecture", ("retrieval", "unet", "reference"))
+        _require_int(self, "retrieval_iterations", 0)
         _require_choice(self, "conv_dtype", (None, "float32", "bfloat16"))
         _require_int(self, "n_filters_scale", 1)
         _require_int(self, "offset", 0)

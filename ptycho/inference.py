@@ -10,6 +10,7 @@ import numpy as np
 from ptycho.data import PtychoDataset
 from ptycho.inputs import check_dataset, model_inputs
 from ptycho.model_state import get_intensity_scale
+from ptycho.phase_alignment import align_group_phases
 from ptycho.reconstruction import Reconstruction
 from ptycho.tf_helper import reassemble_position, stitch_weight_map, taper_window
 
@@ -17,13 +18,19 @@ __all__ = ["Reconstruction", "reconstruct"]
 
 
 def reconstruct(diffraction_to_obj: keras.Model, dataset: PtychoDataset, M: int | str = 20,
-                batch_size: int = 64, intensity_scale: Optional[float] = None) -> Reconstruction:
+                batch_size: int = 64, intensity_scale: Optional[float] = None,
+                align_phase: Optional[bool] = None) -> Reconstruction:
     """Predict each group's object (B, N, N, 1) and stitch the central M×M windows at the group centroids.
 
     ``M='auto'`` stitches the whole predicted window (N/2 × N/2) with a sin² taper (weighted overlap-add,
     ``tf_helper.taper_window``): it covers every scanned pixel at real scan spacings and shows no seams
     (ledger STITCH-TAPER-001); ``coverage`` then marks pixels whose summed weight is >= 5 % of one window's
     peak. An int M keeps the plain stitch of SPEC §5 (M=20 by default).
+
+    ``align_phase`` (None: on with ``M='auto'``, off with an int M, so SPEC §5's stitch is unchanged) first
+    multiplies each group's patch by the constant phase that makes overlapping patches agree
+    (``ptycho.phase_alignment.align_group_phases``, weighted by the square of the stitch window): the absolute
+    phase of each group is not measurable, and unaligned groups smear the stitched phase (PHASE-SYNC-001).
 
     The model's inputs (``ptycho.inputs.model_inputs``, checked against the model by
     ``ptycho.inputs.check_dataset``) are s·X = sqrt(counts): s is ``intensity_scale`` when given (the scale
@@ -44,6 +51,11 @@ def reconstruct(diffraction_to_obj: keras.Model, dataset: PtychoDataset, M: int 
         raise ValueError(f"intensity_scale: must be a finite number > 0, got {intensity_scale!r}")
     patches = diffraction_to_obj.predict(model_inputs(dataset, scale), batch_size=batch_size, verbose=0)
     offsets = np.asarray(dataset.coords_offsets, np.float32)
+    if align_phase is None:
+        align_phase = window is not None
+    if align_phase:
+        weights = np.ones((M, M), np.float32) if window is None else window
+        patches, _ = align_group_phases(patches, offsets, M, weights ** 2)
     stitched = np.asarray(reassemble_position(patches, offsets, M=M, window=window))[..., 0]
     coverage = _coverage(offsets, M, window)
     side = stitched.shape[0]

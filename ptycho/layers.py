@@ -4,9 +4,11 @@ B groups of C = gridsize² patterns of N×N pixels; P is the per-group canvas si
 
     IntensityScale           x · s  or  x / s             s = exp(log_scale), one weight, saved with the model
     HolographicEstimate      (B, N, N, C) -> (B, N, N, 3C)  [X, Re o, Im o]: back-propagated exit-wave estimate
+    EstimateFeatures         X, estimate -> (B, N, N, 3C)   [X, Re e, Im e] (estimate: ptycho.group_retrieval)
     DiffractionStandardizer  (B, N, N, K·C), per pixel     (x - mean) / std, statistics from training data
     FirstChannels            (B, H, W, F) -> (B, H, W, n)
     ComplexPatches           logits (B, N/2, N/2, C) ×2 -> (B, N, N, C) complex64
+    ResidualComplexPatches   logits ×2, estimate -> (B, N, N, C) complex64: the logits correct the estimate
     MergeGroup               patches, positions -> (B, P, P, 1) complex64 canvas
     CentreCrop               (B, P, P, K) -> (B, N, N, K)
     ExtractGroup             canvas, positions -> (B, N, N, C) complex64
@@ -179,6 +181,17 @@ class HolographicEstimate(keras.layers.Layer):
 
 
 @_SERIALIZABLE
+class EstimateFeatures(keras.layers.Layer):
+    """[X, Re e, Im e]: amplitudes and a complex estimate as network features, (B, N, N, C) ×2 -> (B, N, N, 3C)."""
+
+    def call(self, x, estimate):
+        return tf.concat([x, tf.math.real(estimate), tf.math.imag(estimate)], axis=-1)
+
+    def compute_output_spec(self, x, estimate):
+        return keras.KerasTensor((x.shape[0], x.shape[1], x.shape[2], 3 * x.shape[-1]), dtype="float32")
+
+
+@_SERIALIZABLE
 class FirstChannels(keras.layers.Layer):
     """Keep the first ``n`` feature channels: (B, H, W, F) -> (B, H, W, n)."""
 
@@ -222,6 +235,30 @@ class ComplexPatches(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "N": self.N, "amplitude_max": self.amplitude_max}
+
+
+@_SERIALIZABLE
+class ResidualComplexPatches(ComplexPatches):
+    """``ComplexPatches`` whose logits correct a prior estimate: with zero logits the output *is* the estimate.
+
+    Inputs: amplitude and phase logits (B, N/2, N/2, C) float32, estimate (B, N, N, C) complex64 (its central
+    N/2 window is used). Amplitude = a_max·sigmoid(a + logit(|e|/a_max)), phase = π·tanh(φ + atanh(arg e/π)),
+    with |e|/a_max and arg e/π clipped to [ε, 1 − ε] and [−1 + ε, 1 − ε] (ε = 1e-3). Output as
+    ``ComplexPatches``: (B, N, N, C) complex64, zero outside the central window.
+    """
+
+    def call(self, amplitude_logits, phase_logits, estimate):
+        q = self.N // 4
+        centre = estimate[:, q: self.N - q, q: self.N - q, :]
+        eps = 1e-3
+        ratio = tf.clip_by_value(tf.abs(centre) / self.amplitude_max, eps, 1.0 - eps)
+        angle = tf.clip_by_value(tf.math.angle(centre) / math.pi, -1.0 + eps, 1.0 - eps)
+        prior_amplitude = tf.math.log(ratio) - tf.math.log1p(-ratio)
+        prior_phase = tf.math.atanh(angle)
+        return super().call(amplitude_logits + prior_amplitude, phase_logits + prior_phase)
+
+    def compute_output_spec(self, amplitude_logits, phase_logits, estimate):
+        return super().compute_output_spec(amplitude_logits, phase_logits)
 
 
 @_SERIALIZABLE

@@ -36,8 +36,10 @@ from ptycho.config import ModelConfig
 from ptycho.device import (KERAS_POLICY, default_conv_dtype, default_jit_compile,  # noqa: F401 (re-exported)
                            resolve_conv_dtype, resolve_jit_compile)
 from ptycho.layers import (CentreCrop, ComplexPatches, DiffractionStandardizer,  # noqa: F401 (re-exported)
-                           ExtractGroup, FarFieldAmplitude, FirstChannels, HolographicEstimate, IntensityScale,
-                           MergeGroup, ProbeIllumination, Square)
+                           EstimateFeatures, ExtractGroup, FarFieldAmplitude, FirstChannels,
+                           HolographicEstimate, IntensityScale, MergeGroup, ProbeIllumination,
+                           ResidualComplexPatches, Square)
+from ptycho.group_retrieval import GroupRetrieval  # noqa: F401 (re-exported)
 from ptycho.model_state import (adapt_input_normalization, compile_autoencoder,  # noqa: F401 (re-exported)
                                 get_conv_dtype, get_intensity_scale, get_probe)
 from ptycho.probe import get_default_probe, normalize_probe
@@ -49,6 +51,8 @@ _lazy_cache: dict[str, Any] = {}
 _model_construction_done: bool = False
 
 _LAZY_NAMES = ("autoencoder", "diffraction_to_obj")
+#: Architectures whose network also sees a real-space estimate ([X, Re e, Im e]) and has U-Net skips.
+_ESTIMATE_ARCHITECTURES = ("retrieval", "unet")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,11 +113,13 @@ def _skip_for(levels, side: int, prefix: str, i: int, dtype: str):
     return keras.layers.Cropping2D(margin, name=f"{prefix}{i}_skip_crop", dtype=dtype)(level)
 
 
-def _decoder(x, filters: tuple[int, ...], C: int, prefix: str, init: _SeededInit, dtype: str, levels=None):
+def _decoder(x, filters: tuple[int, ...], C: int, prefix: str, init: _SeededInit, dtype: str, levels=None,
+             zero_logits: bool = False):
     """Conv blocks with upsampling to N/2 × N/2, then C logits from the first 60 features.
 
-    With ``levels`` (encoder features; the 'unet' architecture) each upsampled block is concatenated with
-    the matching centre-cropped encoder level (U-Net skip connections).
+    With ``levels`` (encoder features; the 'unet' and 'retrieval' architectures) each upsampled block is
+    concatenated with the matching centre-cropped encoder level (U-Net skip connections). ``zero_logits``
+    initialises the logits layer to zero (its seed is still drawn, so the other layers' seeds do not move).
     """
     for i, f in enumerate(filters):
         x = _conv(f, f"{prefix}{i}_conv_a", init, dtype=dtype)(x)
@@ -124,7 +130,10 @@ def _decoder(x, filters: tuple[int, ...], C: int, prefix: str, init: _SeededInit
             x = keras.layers.Concatenate(name=f"{prefix}{i}_skip", dtype=dtype)([x, skip])
     x = FirstChannels(min(60, x.shape[-1]), name=f"{prefix}_first_features", dtype=dtype)(x)
     # The logits (cheap: C filters) are computed in float32 from the block features.
-    return _conv(C, f"{prefix}_logits", init, activation=None)(x)
+    logits = _conv(C, f"{prefix}_logits", init, activation=None)
+    if zero_logits:  # a residual network starts as the identity on its prior estimate (ResidualComplexPatches)
+        logits = _conv(C, f"{prefix}_logits", lambda: keras.initializers.Zeros(), activation=None)
+    return logits(x)
 
 
 def _conv_stack(x, config: ModelConfig, init: _SeededInit):
@@ -136,9 +145,10 @@ def _conv_stack(x, config: ModelConfig, init: _SeededInit):
     dtype = KERAS_POLICY[resolve_conv_dtype(config.conv_dtype)]
     features, levels = _encoder(x, encoder_filters(config.N, config.n_filters_scale), init, dtype)
     dec = decoder_filters(config.N, config.n_filters_scale)
-    skips = levels if config.architecture == "unet" else None
-    return (_decoder(features, dec, config.C, "dec_amp", init, dtype, skips),
-            _decoder(features, dec, config.C, "dec_phase", init, dtype, skips))
+    skips = levels if config.architecture in _ESTIMATE_ARCHITECTURES else None
+    residual = config.architecture == "retrieval"
+    return (_decoder(features, dec, config.C, "dec_amp", init, dtype, skips, residual),
+            _decoder(features, dec, config.C, "dec_phase", init, dtype, skips, residual))
 
 
 def build_conv_stack(config: ModelConfig, seed: int = 0) -> keras.Model:
@@ -148,7 +158,7 @@ def build_conv_stack(config: ModelConfig, seed: int = 0) -> keras.Model:
     amplitude and phase logits (B, N/2, N/2, C). Same layers and initialisation as the full model: the
     benchmarks time it to separate the physics' cost from the convolutions'.
     """
-    channels = 3 * config.C if config.architecture == "unet" else config.C
+    channels = 3 * config.C if config.architecture in _ESTIMATE_ARCHITECTURES else config.C
     features = keras.Input((config.N, config.N, channels), name="features", dtype="float32")
     return keras.Model(features, list(_conv_stack(features, config, _SeededInit(seed))), name="conv_stack")
 
@@ -166,13 +176,23 @@ def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float,
 
     scaler = IntensityScale(intensity_scale, trainable=config.intensity_scale_trainable, name="intensity_scale")
     x = scaler(diffraction, inverse=True)
-    unet = config.architecture == "unet"
-    if unet:
+    estimate = None
+    if config.architecture == "retrieval":
+        estimate = GroupRetrieval(N, C, P, config.retrieval_iterations, use_xla=use_xla,
+                                  name="group_retrieval")(x, positions)
+        x = EstimateFeatures(name="input_features")(x, estimate)
+    elif config.architecture == "unet":
         x = HolographicEstimate(N, name="input_features")(x)
+    with_estimate = config.architecture in _ESTIMATE_ARCHITECTURES
     if config.input_normalization == "standardize":
-        x = DiffractionStandardizer(N, kinds=3 if unet else 1, name="input_standardizer")(x)
+        x = DiffractionStandardizer(N, kinds=3 if with_estimate else 1, name="input_standardizer")(x)
     amplitude_logits, phase_logits = _conv_stack(x, config, init)
-    patches = ComplexPatches(N, config.object_amplitude_max, name="object_patches")(amplitude_logits, phase_logits)
+    if estimate is None:
+        patches = ComplexPatches(N, config.object_amplitude_max, name="object_patches")(amplitude_logits,
+                                                                                          phase_logits)
+    else:
+        patches = ResidualComplexPatches(N, config.object_amplitude_max, name="object_patches")(
+            amplitude_logits, phase_logits, estimate)
     canvas = MergeGroup(N, C, P, use_xla=use_xla, name="merge_group")(patches, positions)
     obj = CentreCrop(N, name="object")(canvas)
     illuminated = ProbeIllumination(N, trainable=config.probe_trainable, name="probe")(
@@ -183,8 +203,10 @@ def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float,
 
     autoencoder = keras.Model([diffraction, positions], [obj, amplitude, intensity], name="autoencoder")
     autoencoder.get_layer("probe").set_probe(probe)
-    if unet:
+    if config.architecture == "unet":
         autoencoder.get_layer("input_features").set_probe(probe)
+    if config.architecture == "retrieval":
+        autoencoder.get_layer("group_retrieval").set_probe(probe)
     diffraction_to_obj = keras.Model([diffraction, positions], obj, name="diffraction_to_obj")
     return autoencoder, diffraction_to_obj
 

@@ -34,11 +34,14 @@ def compile_autoencoder(autoencoder, *, nll_weight: float = 1.0, mae_weight: flo
                         jit_compile=resolve_jit_compile(jit_compile))
 
 
-def adapt_input_normalization(model: keras.Model, amplitudes: np.ndarray, force: bool = False) -> bool:
+def adapt_input_normalization(model: keras.Model, amplitudes: np.ndarray, force: bool = False,
+                              positions: Optional[np.ndarray] = None, batch_size: int = 128) -> bool:
     """Estimate the input standardisation of ``model`` from diffraction amplitudes X = d/s.
 
-    amplitudes: (B, N, N, C) grouped patterns, float, amplitude units of X. The features the standardiser
-    sees (X, and the holographic estimate for the 'unet' architecture) are computed by the model's own
+    amplitudes: (B, N, N, C) grouped patterns, float, amplitude units of X. positions: (B, 1, 2, C) float32
+    ``coords_relative`` of the same groups, needed by the 'retrieval' architecture (its estimate retrieves
+    each group's object from its patterns at their offsets). The features the standardiser sees (X, and the
+    real-space estimate of the 'retrieval' and 'unet' architectures) are computed by the model's own
     layers. Returns True if the statistics were set, False if the model has no standardiser
     (``input_normalization='none'``) or it is already adapted and ``force`` is False (a trained model keeps
     the statistics it was trained with).
@@ -50,12 +53,30 @@ def adapt_input_normalization(model: keras.Model, amplitudes: np.ndarray, force:
     if layer.is_adapted and not force:
         return False
     X = np.asarray(amplitudes, np.float32)
-    try:
-        features = model.get_layer("input_features")(tf.constant(X)).numpy()
-    except ValueError:
-        features = X
-    layer.adapt(features)
+    layer.adapt(_input_features(model, X, positions, batch_size))
     return True
+
+
+def _input_features(model: keras.Model, X: np.ndarray, positions, batch_size: int) -> np.ndarray:
+    """The features the standardiser of ``model`` sees for amplitudes X (B, N, N, C): (B, N, N, K·C)."""
+    names = {layer.name for layer in model.layers}
+    if "input_features" not in names:
+        return X
+    features = model.get_layer("input_features")
+    if "group_retrieval" not in names:
+        return features(tf.constant(X)).numpy()
+    if positions is None:
+        raise ValueError("positions: the 'retrieval' architecture needs the groups' coords_relative "
+                         "(B, 1, 2, C) to estimate its input statistics")
+    positions = np.asarray(positions, np.float32)
+    if positions.shape != (X.shape[0], 1, 2, X.shape[3]):
+        raise ValueError(f"positions: expected shape {(X.shape[0], 1, 2, X.shape[3])}, got {positions.shape}")
+    retrieval = model.get_layer("group_retrieval")
+    out = []
+    for start in range(0, X.shape[0], batch_size):
+        x = tf.constant(X[start:start + batch_size])
+        out.append(features(x, retrieval(x, tf.constant(positions[start:start + batch_size]))).numpy())
+    return np.concatenate(out)
 
 
 def get_intensity_scale(model: keras.Model) -> float:

@@ -125,7 +125,8 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     inputs = model_inputs(dataset, scale)
     train_idx, val_idx = split_indices(dataset.n_groups, config.validation_split, config.seed)
     # The input standardiser's statistics come from the training split only (never from validation).
-    adapted = adapt_input_normalization(autoencoder, inputs["diffraction"][train_idx] / np.float32(scale))
+    adapted = adapt_input_normalization(autoencoder, inputs["diffraction"][train_idx] / np.float32(scale),
+                                        positions=inputs["positions"][train_idx])
     train_data = make_pipeline(inputs, train_idx, config.batch_size, shuffle=True, seed=config.seed)
     val_data = make_pipeline(inputs, val_idx, config.batch_size, shuffle=False, seed=config.seed) if len(val_idx) else None
 

@@ -109,15 +109,15 @@ def run_case(case: Case, epochs: int, refine_iterations: int, seed: int = 0) -> 
 
     _, untrained = create_model_with_gridsize(case.gridsize, case.N, probe=train.probe,
                                               intensity_scale=train.intensity_scale, seed=seed)
-    adapt_input_normalization(untrained, train.X)
-    result["untrained"] = scores(reconstruct(untrained, test), train.obj)
+    adapt_input_normalization(untrained, train.X, positions=train.coords_relative)
+    result["untrained"] = scores(reconstruct(untrained, test, M="auto"), train.obj)
 
     start = time.perf_counter()
     trained = workflow.train_model(train, TrainingConfig(nepochs=epochs, verbose=0, seed=seed), seed=seed)
     result["train_seconds"] = round(time.perf_counter() - start, 1)
     result["epochs_run"] = trained.history["epochs_run"]
     for label, data in (("test", test), ("new_object", new)):
-        rec = reconstruct(trained.diffraction_to_obj, data, intensity_scale=data.intensity_scale)
+        rec = reconstruct(trained.diffraction_to_obj, data, M="auto", intensity_scale=data.intensity_scale)
         result[label] = scores(rec, data.obj)
         refined = refine(data, refine_config, initial=rec)
         result[f"{label}_refined"] = scores(refined.reconstruction, data.obj)

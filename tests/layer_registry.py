@@ -28,6 +28,7 @@ import tensorflow as tf
 
 import ptycho
 from ptycho import layers as L
+from ptycho.group_retrieval import GroupRetrieval
 from ptycho import tf_helper as th
 
 N = 8  # pattern side of the example inputs
@@ -119,9 +120,18 @@ CASES: list[LayerCase] = [
               lambda: [_real((B, N, N, 3 * C), 4, -2, 2)], setup=_adapt(5)),
     LayerCase("HolographicEstimate", lambda: L.HolographicEstimate(N), lambda: [_real((B, N, N, C), 6)],
               setup=_set_probe),
+    LayerCase("GroupRetrieval", lambda: GroupRetrieval(N, C, P, iterations=2),
+              lambda: [_real((B, N, N, C), 23), _positions(C, 24)], setup=_set_probe, fixed=(1,)),
+    LayerCase("GroupRetrieval-gridsize1", lambda: GroupRetrieval(N, 1, N + 2, iterations=1, use_xla=False),
+              lambda: [_real((B, N, N, 1), 25), _positions(1, 26, spread=0.0)], setup=_set_probe, fixed=(1,)),
+    LayerCase("EstimateFeatures", lambda: L.EstimateFeatures(),
+              lambda: [_real((B, N, N, C), 27), _complex((B, N, N, C), 28)]),
     LayerCase("FirstChannels", lambda: L.FirstChannels(3), lambda: [_real((B, 4, 4, 5), 7)]),
     LayerCase("ComplexPatches", lambda: L.ComplexPatches(N, amplitude_max=2.0),
               lambda: [_real((B, N // 2, N // 2, C), 8, -2, 2), _real((B, N // 2, N // 2, C), 9, -2, 2)]),
+    LayerCase("ResidualComplexPatches", lambda: L.ResidualComplexPatches(N, amplitude_max=2.0),
+              lambda: [_real((B, N // 2, N // 2, C), 29, -2, 2), _real((B, N // 2, N // 2, C), 30, -2, 2),
+                       _complex((B, N, N, C), 31)]),
     LayerCase("MergeGroup-xla", lambda: L.MergeGroup(N, C, P, use_xla=True),
               lambda: [_windowed((B, N, N, C), 10), _positions(C, 11)], fixed=(1,)),
     LayerCase("MergeGroup-noxla", lambda: L.MergeGroup(N, C, P, use_xla=False),
