@@ -482,8 +482,9 @@ def test_reconstruct_refines_by_default_and_improves_on_the_network_alone(round_
     assert "refined" not in alone.stdout
     network = json.loads((d / "alone.metrics.json").read_text())
     refined = json.loads((d / "rec.metrics.json").read_text())
-    # one epoch of training on 40 positions leaves the network near its untrained SSIM (~0.2)
-    assert refined["amplitude_ssim"] > network["amplitude_ssim"] + 0.3, (network, refined)
+    # one epoch on 40 positions: the network alone gives its group retrieval's estimate (0.68 measured; the old
+    # 'unet' default gave ~0.2), which refinement through the whole scan improves (0.70 measured)
+    assert refined["amplitude_ssim"] > network["amplitude_ssim"] > 0.5, (network, refined)
 
 
 def test_refine_from_ones_reconstructs_and_refuses_metrics_without_truth(tmp_path):
