@@ -1,5 +1,8 @@
 """Training and inference throughput, N=64, gridsize 2, batch 16, default XLA setting. Prints one JSON line.
 
+``python benchmarks/bench_train.py [ARCHITECTURE ...]`` (default: the package default, 'retrieval'; e.g.
+``retrieval unet`` times both in one run, one line each, for a same-run ratio).
+
 A "sample" is one group of gridsize² = 4 diffraction patterns (one row of the model's batch); patterns/s
 are reported too. Timings exclude compilation (a warm-up epoch / predict call first) and report the median
 over repeats.
@@ -34,9 +37,11 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._t)
 
 
-def main(n_groups: int = 256, batch: int = 16, epochs: int = 3, predict_repeats: int = 5) -> dict:
+def main(n_groups: int = 256, batch: int = 16, epochs: int = 3, predict_repeats: int = 5,
+         architecture: str = "retrieval") -> dict:
     data = simulate_dataset(SimulationConfig(N=64, gridsize=2, n_positions=n_groups, nphotons=1e9, seed=0))
-    ae, d2o = create_model_with_gridsize(2, 64, probe=data.probe, intensity_scale=data.intensity_scale, seed=0)
+    ae, d2o = create_model_with_gridsize(2, 64, probe=data.probe, intensity_scale=data.intensity_scale, seed=0,
+                                         architecture=architecture)
     compile_autoencoder(ae, nll_weight=1.0, mae_weight=0.0)  # XLA as default_jit_compile() says
     inputs = model_inputs(data, get_intensity_scale(ae))
     pipeline = make_pipeline(inputs, np.arange(data.n_groups), batch, shuffle=True, seed=0)
@@ -55,7 +60,7 @@ def main(n_groups: int = 256, batch: int = 16, epochs: int = 3, predict_repeats:
             times.append(time.perf_counter() - start)
         rates[predict_batch] = data.n_groups / statistics.median(times)
     return {
-        "benchmark": "train", "N": 64, "gridsize": 2, "batch_size": batch, "n_groups": data.n_groups,
+        "benchmark": "train", "architecture": architecture, "N": 64, "gridsize": 2, "batch_size": batch, "n_groups": data.n_groups,
         "train_samples_per_s": round(train_rate, 1), "train_patterns_per_s": round(4 * train_rate, 1),
         "infer_samples_per_s_batch16": round(rates[16], 1), "infer_samples_per_s_batch64": round(rates[64], 1),
         "infer_patterns_per_s_batch64": round(4 * rates[64], 1),
@@ -65,5 +70,6 @@ def main(n_groups: int = 256, batch: int = 16, epochs: int = 3, predict_repeats:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main()))
-    sys.stdout.flush()
+    for name in sys.argv[1:] or ["retrieval"]:
+        print(json.dumps(main(architecture=name)))
+        sys.stdout.flush()
