@@ -245,6 +245,27 @@ def refine(dataset: "PtychoDataset", config: RefineConfig = RefineConfig(),
     return RefineResult(rec, probe_var.numpy().astype(np.complex64), losses, seconds, held_losses, best_iteration)
 
 
+def refine_from_best_start(dataset: "PtychoDataset", config: RefineConfig, initial: "Reconstruction",
+                           verbose: bool = False) -> tuple[RefineResult, str]:
+    """Refine from ``initial`` (a network's stitch) and from ones; keep the result that fits the data better.
+
+    "Better" is the lower held-out misfit at the kept iteration (``config.holdout`` > 0, REFINE-HOLDOUT-001),
+    else the lower final misfit of the fitted positions: chosen from the data alone, never from a truth. A
+    network's stitch can hold phase defects (vortices, wraps) that local refinement keeps, where the start
+    from ones has none (ledger REFINE-BEST-START-001). Returns (the kept result, 'network' or 'ones').
+    """
+    results = {"network": refine(dataset, config, initial=initial, verbose=verbose),
+               "ones": refine(dataset, config, verbose=verbose)}
+
+    def misfit(result: RefineResult) -> float:
+        if result.holdout_loss:
+            return float(result.holdout_loss[result.best_iteration])
+        return float(result.loss[-1]) if result.loss else float("inf")
+
+    start = min(results, key=lambda name: misfit(results[name]))
+    return results[start], start
+
+
 def _split_positions(M: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(fitted, held) int32 position indices: round(holdout·M) positions drawn with ``seed`` are held out."""
     n_held = int(round(holdout * M))

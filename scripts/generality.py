@@ -96,7 +96,7 @@ def run_case(case: Case, epochs: int, refine_iterations: int, seed: int = 0) -> 
     from ptycho.config import TrainingConfig
     from ptycho.inference import reconstruct
     from ptycho.model import adapt_input_normalization, create_model_with_gridsize
-    from ptycho.refine import RefineConfig, refine
+    from ptycho.refine import RefineConfig, refine, refine_from_best_start
     from ptycho.simulate import simulate_dataset
 
     probe = star_probe(case.N) if case.probe == "star" else None
@@ -122,6 +122,8 @@ def run_case(case: Case, epochs: int, refine_iterations: int, seed: int = 0) -> 
         refined = refine(data, refine_config, initial=rec)
         result[f"{label}_refined"] = scores(refined.reconstruction, data.obj)
         result[f"{label}_refine_seconds"] = round(refined.seconds, 1)
+        best, start = refine_from_best_start(data, refine_config, rec)  # what `ptycho reconstruct` writes
+        result[f"{label}_best_start"] = {**scores(best.reconstruction, data.obj), "start": start}
     baseline = refine(test, refine_config)
     result["iterative_from_ones"] = scores(baseline.reconstruction, test.obj)
     result["iterative_seconds"] = round(baseline.seconds, 1)

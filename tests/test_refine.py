@@ -164,3 +164,22 @@ def test_without_holdout_every_iteration_runs_and_the_last_object_is_returned():
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"RefineConfig.{field}"):
         RefineConfig(**{field: value})
+
+
+def test_best_start_keeps_a_perfect_network_start_and_replaces_a_phase_vortex_by_ones():
+    """REFINE-BEST-START-001: chosen by the data's held-out misfit alone. A perfect start is kept (its misfit is
+    0); a start carrying a phase vortex (a defect local refinement cannot unwind) loses to the start from ones."""
+    from ptycho.refine import refine_from_best_start
+
+    obj = complex_grf_object(48, np.random.default_rng(6), correlation_length=2.0)
+    data = _noiseless(obj)
+    x0, y0, side = canvas_geometry(data.xcoords, data.ycoords, data.N)
+    blank = Reconstruction(obj=np.ones((side, side), np.complex64), x0=x0, y0=y0, coverage=np.ones((side, side), bool))
+    truth = blank.truth(obj)
+    config = RefineConfig(iterations=10, batch_size=16)
+    perfect = Reconstruction(obj=truth, x0=x0, y0=y0, coverage=blank.coverage)
+    assert refine_from_best_start(data, config, perfect)[1] == "network"
+    yy, xx = np.mgrid[:side, :side] - side / 2
+    vortex = Reconstruction(obj=(np.abs(truth) * np.exp(1j * np.arctan2(yy, xx))).astype(np.complex64), x0=x0, y0=y0,
+                            coverage=blank.coverage)
+    assert refine_from_best_start(data, config, vortex)[1] == "ones"

@@ -54,7 +54,8 @@ def add_parser(commands) -> None:
     p.add_argument("--refine", type=nonnegative_int, default=REFINE_DEFAULT, metavar="K",
                    help="then refine the stitched object for at most K iterations against DATA's patterns "
                         "(ptycho.refine: the network's reconstruction + physics), stopping where the misfit of "
-                        "held-out positions stops falling; 0: the network alone")
+                        "held-out positions stops falling, and keep it unless the same refinement from ones "
+                        "fits the held-out positions better; 0: the network alone")
     p.add_argument("--refine-probe", action="store_true",
                    help="with --refine, refine the probe too (experimental data; not for simulated data whose "
                         "probe is exact)")
@@ -144,13 +145,16 @@ def reconstruct(args: argparse.Namespace) -> int:
 
 
 def _refined(rec, dataset, args: argparse.Namespace):
-    """``rec`` refined for ``args.refine`` iterations (``ptycho.refine``), evaluated when the truth is known."""
-    from ptycho.refine import RefineConfig, refine
+    """``rec`` refined for ``args.refine`` iterations (``ptycho.refine``), or the refinement from ones where that
+    fits the data better (``refine_from_best_start``), evaluated when the truth is known."""
+    from ptycho.refine import RefineConfig, refine_from_best_start
     from ptycho.scan_region import evaluate_on_scan
 
     config = RefineConfig(iterations=args.refine, loss=args.refine_loss, refine_probe=args.refine_probe,
                           holdout=args.refine_holdout, seed=args.seed)
-    result = refine(dataset, config, initial=rec, verbose=True)
+    result, start = refine_from_best_start(dataset, config, rec, verbose=True)
     print(refine_summary(result))
+    print("kept the refinement started from " + ("the network's stitch" if start == "network" else
+          "ones (it fit the data better than the one started from the network's stitch)"))
     rec = result.reconstruction
     return rec, (None if dataset.obj is None else evaluate_on_scan(rec, dataset.obj))
