@@ -86,7 +86,7 @@ def _ours(batch):
 
     X, pos, s = batch["X"], batch["positions"], float(batch["scale"])
     ae, d2o = create_model_with_gridsize(GRIDSIZE, N, probe=batch["probe"], intensity_scale=s, seed=0)
-    adapt_input_normalization(ae, X)
+    adapt_input_normalization(ae, X, positions=pos)
     d = X * np.float32(s)
     inputs = {"diffraction": d, "positions": pos}
     targets = (d, d, d ** 2)

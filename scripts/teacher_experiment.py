@@ -42,7 +42,7 @@ w /= w.mean()
 target = np.stack([tpatch.real, tpatch.imag], -1).astype(np.float32)  # (B,N,N,2)
 
 auto, d2o = create_model_with_gridsize(case.gridsize, N, probe=train.probe, intensity_scale=train.intensity_scale, seed=0)
-adapt_input_normalization(auto, train.X)
+adapt_input_normalization(auto, train.X, positions=train.coords_relative)
 
 class ToChannels(keras.layers.Layer):
     def call(self, z):
