@@ -29,10 +29,11 @@ class GroupRetrieval(keras.layers.Layer):
     For each group the canvas (B, P, P, 1) starts at ones and takes ``iterations`` parallel PIE-type passes
     through the model's own forward model (``operators.ExtractGroup``, the probe, ``operators.FarField``):
     ψ = F[P·E(canvas)], ψ' = X·ψ/(|ψ| + 1e-3·max|ψ|),
-    canvas += β·Eᴴ(conj(P)·Fᴴ(ψ' − ψ)) / (Eᴴ(|P|²) + α·max Eᴴ(|P|²)), β = 1, α = 0.1. It uses only the measured amplitudes, the scan offsets within the group and the known
-    probe; with gridsize 2 the overlap of the four patterns removes the twin ambiguity of a single pattern
-    (ledger GROUP-RETRIEVAL-001). It is differentiable, but in the model nothing trainable lies upstream of it
-    (unless the intensity scale is trainable), so training does not back-propagate through its passes.
+    canvas += β·Eᴴ(conj(P)·Fᴴ(ψ' − ψ)) / (Eᴴ(|P|²) + α·max Eᴴ(|P|²)), β = 1, α = 0.1. It uses only the
+    measured amplitudes, the scan offsets within the group and the known probe; with gridsize 2 the overlap of
+    the four patterns removes the twin ambiguity of a single pattern (ledger GROUP-RETRIEVAL-001). It is
+    differentiable, but in the model nothing trainable lies upstream of it (unless the intensity scale is
+    trainable), so training does not back-propagate through its passes.
 
     Inputs: x (B, N, N, C) float32 amplitudes X = d/s; positions (B, 1, 2, C) float32 ``coords_relative``.
     Output (B, N, N, C) complex64: the estimate read back in each pattern's frame, E(canvas).

@@ -12,9 +12,9 @@ H is Hermitian positive semi-definite (Aᴴ D⁻¹ A up to interpolation round-o
 maximises the weighted agreement Σ_pixels |Σ_b w p_b v_b|² / Σ w, so θ_b = arg v_b (the classic spectral
 relaxation of phase synchronisation). The eigenvector is found with ``scipy.sparse.linalg.eigsh`` (Lanczos)
 on H as a linear operator, a few tens of stitches, then polished by the projected power method
-(v ← H·(v/|v|), which optimises unit-modulus phases rather than the relaxation). The global phase is fixed so that the mean correction is
-zero (the network's absolute phase is kept); each set of transitively overlapping windows (a connected
-component) is aligned on its own, and a group that overlaps no other keeps its phase.
+(v ← H·(v/|v|), which optimises unit-modulus phases rather than the relaxation). The global phase is fixed so
+that the mean correction is zero (the network's absolute phase is kept); each set of transitively overlapping
+windows (a connected component) is aligned on its own, and a group that overlaps no other keeps its phase.
 
 NumPy/TF functions only; importing this module runs no TF op.
 """
@@ -31,7 +31,7 @@ from ptycho.tf_helper import reassemble_position, translate
 
 __all__ = ["align_group_phases"]
 
-#: Components up to this many groups are solved densely (n stitches and ``numpy.linalg.eigh``), larger ones by Lanczos.
+#: Components up to this many groups are solved densely (n stitches, ``numpy.linalg.eigh``); larger by Lanczos.
 _DENSE_MAX = 24
 
 

@@ -67,7 +67,8 @@ def test_residual_patches_with_zero_logits_are_the_estimate_in_the_central_windo
     from ptycho.layers import ResidualComplexPatches
 
     N, rng = 8, np.random.default_rng(0)
-    estimate = (rng.uniform(0.2, 1.8, (2, N, N, 4)) * np.exp(1j * rng.uniform(-3, 3, (2, N, N, 4)))).astype(np.complex64)
+    shape = (2, N, N, 4)
+    estimate = (rng.uniform(0.2, 1.8, shape) * np.exp(1j * rng.uniform(-3, 3, shape))).astype(np.complex64)
     zeros = np.zeros((2, N // 2, N // 2, 4), np.float32)
     out = ResidualComplexPatches(N, amplitude_max=2.0)(zeros, zeros, estimate).numpy()
     q = N // 4
