@@ -64,14 +64,18 @@ class GroupRetrieval(keras.layers.Layer):
         norm = tf.math.real(self._extract.adj(power, offsets=positions))
         step = tf.cast(1.0 / (norm + 0.1 * tf.reduce_max(norm, axis=(1, 2, 3), keepdims=True) + 1e-30),
                        tf.complex64)
-        canvas = tf.ones((tf.shape(x)[0], self.padded_size, self.padded_size, 1), tf.complex64)
-        for _ in range(self.iterations):
+        def one_pass(i, canvas):
             wave = _FAR_FIELD.fwd(self._extract.fwd(canvas, offsets=positions) * probe)
             magnitude = tf.abs(wave)
             floor = _MODULUS_FLOOR * tf.reduce_max(magnitude, axis=(1, 2), keepdims=True)
             modulus = tf.cast(amplitude / (magnitude + floor + 1e-30), tf.complex64)
             update = tf.math.conj(probe) * _FAR_FIELD.adj(wave * modulus - wave)
-            canvas = canvas + self._extract.adj(update, offsets=positions) * step
+            return i + 1, canvas + self._extract.adj(update, offsets=positions) * step
+
+        canvas = tf.ones((tf.shape(x)[0], self.padded_size, self.padded_size, 1), tf.complex64)
+        # A symbolic loop: XLA compiles one pass, not `iterations` unrolled copies (compile time, ledger entry).
+        _, canvas = tf.while_loop(lambda i, _: i < self.iterations, one_pass, (tf.constant(0), canvas),
+                                  maximum_iterations=self.iterations)
         return self._extract.fwd(canvas, offsets=positions)
 
     def compute_output_spec(self, x, positions):
