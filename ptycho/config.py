@@ -61,7 +61,8 @@ class ModelConfig:
     ``input_normalization``: 'standardize' (per-pixel mean/std of the training amplitudes, estimated by
     ``train``; the default, ledger INPUT-STANDARDIZE-001) or 'none' (the reference network: x = d/s).
     ``architecture``: 'retrieval' (default: the U-Net sees an estimate of each group's object from
-    ``retrieval_iterations`` passes of iterative retrieval on the group's own patterns, and its logits correct
+    ``retrieval_iterations`` passes of iterative retrieval, with momentum ``retrieval_momentum``, on the
+    group's own patterns (ledger RETRIEVAL-MOMENTUM-001), and its logits correct
     that estimate, so an untrained network outputs it; ledger GROUP-RETRIEVAL-001), 'unet' (the network also
     sees a holographic real-space estimate of each patch and its decoders get centre-cropped encoder skips,
     ledger HOLOGRAPHIC-INPUT-001; the dose study's network) or 'reference' (SPEC §4 exactly: 2,252,026 /
@@ -85,13 +86,17 @@ class ModelConfig:
     input_normalization: str = "standardize"
     architecture: str = "retrieval"
     conv_dtype: Optional[str] = None
-    retrieval_iterations: int = 10
+    retrieval_iterations: int = 30
+    retrieval_momentum: float = 0.9
 
     def __post_init__(self) -> None:
         _validate_patch_size(self)
         _require_choice(self, "input_normalization", ("standardize", "none"))
         _require_choice(self, "architecture", ("retrieval", "unet", "reference"))
         _require_int(self, "retrieval_iterations", 0)
+        if isinstance(self.retrieval_momentum, bool) or not (isinstance(self.retrieval_momentum, (int, float))
+                                                             and 0.0 <= self.retrieval_momentum < 1.0):
+            raise ValueError(f"retrieval_momentum: must be a number in [0, 1), got {self.retrieval_momentum!r}")
         _require_choice(self, "conv_dtype", (None, "float32", "bfloat16"))
         _require_int(self, "n_filters_scale", 1)
         _require_int(self, "offset", 0)
@@ -124,6 +129,9 @@ class TrainingConfig:
 
     ``jit_compile``: True / False compile the training step with / without XLA; None (default) uses XLA
     where it is faster here: when TensorFlow sees a GPU, not on a CPU-only machine (ledger XLA-PER-DEVICE-001).
+    ``cache_retrieval``: with the 'retrieval' architecture and a fixed intensity scale, compute each group's
+    retrieval estimate once before fitting and train on it (the estimate depends on no trained weight, so
+    every epoch would recompute the same values; ledger RETRIEVAL-CACHE-001). False recomputes it per batch.
     """
 
     nepochs: int = 50
@@ -138,6 +146,7 @@ class TrainingConfig:
     jit_compile: Optional[bool] = None
     verbose: int = 1
     seed: int = 0
+    cache_retrieval: bool = True
 
     def __post_init__(self) -> None:
         _require_int(self, "nepochs", 1)
@@ -157,6 +166,8 @@ class TrainingConfig:
             _fail(self, "jit_compile", f"must be True, False or None (XLA where it is faster), got {self.jit_compile!r}")
         _require_int(self, "verbose", 0)
         _require_int(self, "seed", 0)
+        if not isinstance(self.cache_retrieval, bool):
+            _fail(self, "cache_retrieval", f"must be True or False, got {self.cache_retrieval!r}")
 
 
 #: Synthetic objects: amplitude-only lines and GRF, and a GRF in amplitude and phase (``ptycho.objects``).

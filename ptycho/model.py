@@ -179,7 +179,7 @@ def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float,
     estimate = None
     if config.architecture == "retrieval":
         estimate = GroupRetrieval(N, C, P, config.retrieval_iterations, use_xla=use_xla,
-                                  name="group_retrieval")(x, positions)
+                                  momentum=config.retrieval_momentum, name="group_retrieval")(x, positions)
         x = EstimateFeatures(name="input_features")(x, estimate)
     elif config.architecture == "unet":
         x = HolographicEstimate(N, name="input_features")(x)

@@ -35,14 +35,16 @@ def compile_autoencoder(autoencoder, *, nll_weight: float = 1.0, mae_weight: flo
 
 
 def adapt_input_normalization(model: keras.Model, amplitudes: np.ndarray, force: bool = False,
-                              positions: Optional[np.ndarray] = None, batch_size: int = 128) -> bool:
+                              positions: Optional[np.ndarray] = None, batch_size: int = 128,
+                              estimates: Optional[np.ndarray] = None) -> bool:
     """Estimate the input standardisation of ``model`` from diffraction amplitudes X = d/s.
 
     amplitudes: (B, N, N, C) grouped patterns, float, amplitude units of X. positions: (B, 1, 2, C) float32
     ``coords_relative`` of the same groups, needed by the 'retrieval' architecture (its estimate retrieves
     each group's object from its patterns at their offsets). The features the standardiser sees (X, and the
     real-space estimate of the 'retrieval' and 'unet' architectures) are computed by the model's own
-    layers. Returns True if the statistics were set, False if the model has no standardiser
+    layers; ``estimates`` (B, N, N, C) complex64, the groups' ``retrieval_estimates`` when already computed,
+    saves computing them again. Returns True if the statistics were set, False if the model has no standardiser
     (``input_normalization='none'``) or it is already adapted and ``force`` is False (a trained model keeps
     the statistics it was trained with).
     """
@@ -53,11 +55,12 @@ def adapt_input_normalization(model: keras.Model, amplitudes: np.ndarray, force:
     if layer.is_adapted and not force:
         return False
     X = np.asarray(amplitudes, np.float32)
-    layer.adapt(_input_features(model, X, positions, batch_size))
+    layer.adapt(_input_features(model, X, positions, batch_size, estimates))
     return True
 
 
-def _input_features(model: keras.Model, X: np.ndarray, positions, batch_size: int) -> np.ndarray:
+def _input_features(model: keras.Model, X: np.ndarray, positions, batch_size: int,
+                    estimates: Optional[np.ndarray] = None) -> np.ndarray:
     """The features the standardiser of ``model`` sees for amplitudes X (B, N, N, C): (B, N, N, K·C)."""
     names = {layer.name for layer in model.layers}
     if "input_features" not in names:
@@ -65,6 +68,13 @@ def _input_features(model: keras.Model, X: np.ndarray, positions, batch_size: in
     features = model.get_layer("input_features")
     if "group_retrieval" not in names:
         return features(tf.constant(X)).numpy()
+    if estimates is not None:
+        estimates = np.asarray(estimates, np.complex64)
+        if estimates.shape != X.shape:
+            raise ValueError(f"estimates: expected shape {X.shape}, got {estimates.shape}")
+        return np.concatenate([features(tf.constant(X[start:start + batch_size]),
+                                        tf.constant(estimates[start:start + batch_size])).numpy()
+                               for start in range(0, X.shape[0], batch_size)])
     if positions is None:
         raise ValueError("positions: the 'retrieval' architecture needs the groups' coords_relative "
                          "(B, 1, 2, C) to estimate its input statistics")
@@ -77,6 +87,33 @@ def _input_features(model: keras.Model, X: np.ndarray, positions, batch_size: in
         x = tf.constant(X[start:start + batch_size])
         out.append(features(x, retrieval(x, tf.constant(positions[start:start + batch_size]))).numpy())
     return np.concatenate(out)
+
+
+def has_group_retrieval(model: keras.Model) -> bool:
+    """Whether ``model`` (autoencoder or object head) starts from a ``GroupRetrieval`` estimate."""
+    return any(layer.name == "group_retrieval" for layer in model.layers)
+
+
+def retrieval_estimates(model: keras.Model, inputs: dict, batch_size: int = 64) -> np.ndarray:
+    """The ``GroupRetrieval`` estimate of each group: (B, N, N, C) complex64, by a compiled predict.
+
+    inputs: the model's inputs {'diffraction': (B, N, N, C) s·X, 'positions': (B, 1, 2, C)}
+    (``ptycho.inputs.model_inputs``). ValueError if the model has no retrieval layer.
+    """
+    if not has_group_retrieval(model):
+        raise ValueError(f"model: {model.name!r} has no 'group_retrieval' layer (architecture 'retrieval')")
+    head = keras.Model(model.inputs, model.get_layer("group_retrieval").output, name="retrieval_estimate")
+    return np.asarray(head.predict(inputs, batch_size=batch_size, verbose=0), np.complex64)
+
+
+def model_on_cached_estimates(autoencoder: keras.Model) -> keras.Model:
+    """The autoencoder with its retrieval estimate as a third input: [diffraction, positions, estimate].
+
+    Same layers and weights (training one trains the other); the ``GroupRetrieval`` layer is left out, so
+    its passes are not recomputed for every batch (ledger RETRIEVAL-CACHE-001). Uncompiled.
+    """
+    estimate = autoencoder.get_layer("group_retrieval").output
+    return keras.Model([*autoencoder.inputs, estimate], autoencoder.outputs, name="autoencoder_cached")
 
 
 def get_intensity_scale(model: keras.Model) -> float:

@@ -16,7 +16,8 @@ from ptycho.data import PtychoDataset
 from ptycho.device import resolve_jit_compile
 from ptycho.inputs import check_dataset, model_inputs
 from ptycho.model_state import (adapt_input_normalization, compile_autoencoder, get_conv_dtype,
-                                get_intensity_scale)
+                                get_intensity_scale, has_group_retrieval, model_on_cached_estimates,
+                                retrieval_estimates)
 from ptycho.monitor import EpochLog
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,11 @@ def split_indices(n_groups: int, validation_split: float, seed: int) -> tuple[np
 
 
 def make_pipeline(inputs: dict[str, np.ndarray], indices: np.ndarray, batch_size: int, *,
-                  shuffle: bool, seed: int) -> tf.data.Dataset:
+                  shuffle: bool, seed: int, estimates: Optional[np.ndarray] = None) -> tf.data.Dataset:
     """``tf.data`` pipeline of ((diffraction, positions), (placeholder, s·X, (s·X)²)).
+
+    With ``estimates`` ((B, N, N, C) complex64 retrieval estimates of all groups) the inputs are the tuple
+    (diffraction, positions, estimate) of ``model_state.model_on_cached_estimates``.
 
     Targets follow the autoencoder's outputs [object, amplitude, intensity]; the object has no loss
     (training needs no ground truth), so its slot holds the amplitude as a free placeholder.
@@ -44,12 +48,14 @@ def make_pipeline(inputs: dict[str, np.ndarray], indices: np.ndarray, batch_size
     """
     diffraction = inputs["diffraction"][indices]
     positions = inputs["positions"][indices]
-    data = tf.data.Dataset.from_tensor_slices((diffraction, positions))
+    columns = (diffraction, positions) if estimates is None else (diffraction, positions, estimates[indices])
+    data = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
         data = data.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
 
-    def with_targets(d, p):
-        return {"diffraction": d, "positions": p}, (d, d, tf.square(d))
+    def with_targets(d, p, *estimate):
+        model_inputs = {"diffraction": d, "positions": p} if not estimate else (d, p, estimate[0])
+        return model_inputs, (d, d, tf.square(d))
 
     drop = shuffle and len(indices) >= batch_size
     return data.batch(batch_size, drop_remainder=drop).map(with_targets).prefetch(tf.data.AUTOTUNE)
@@ -94,6 +100,19 @@ def _model_probe(autoencoder: keras.Model, dataset: PtychoDataset) -> np.ndarray
         return dataset.probe
 
 
+def _cached_estimates(autoencoder: keras.Model, inputs: dict, config: TrainingConfig) -> Optional[np.ndarray]:
+    """All groups' retrieval estimates when training may reuse them (RETRIEVAL-CACHE-001), else None.
+
+    They are reusable when the model has a ``GroupRetrieval`` layer and its intensity scale is fixed: then
+    nothing upstream of the retrieval is trained, and every epoch would recompute the same estimates.
+    """
+    if not (config.cache_retrieval and has_group_retrieval(autoencoder)):
+        return None
+    if any(w.trainable for w in autoencoder.get_layer("intensity_scale").weights):
+        return None
+    return retrieval_estimates(autoencoder, inputs)
+
+
 def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConfig,
           history_path: Optional[str] = None, callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
           source: Optional[str] = None) -> dict:
@@ -119,19 +138,27 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     diagnostics.log_warnings(logger, warnings)
 
     jit_compile = resolve_jit_compile(config.jit_compile)
-    compile_autoencoder(autoencoder, nll_weight=float(config.loss == "nll"), mae_weight=float(config.loss == "mae"),
-                        learning_rate=config.learning_rate, jit_compile=jit_compile)
     scale = get_intensity_scale(autoencoder)
     inputs = model_inputs(dataset, scale)
+    estimates = _cached_estimates(autoencoder, inputs, config)
+    fitted = autoencoder if estimates is None else model_on_cached_estimates(autoencoder)
+    compile_autoencoder(autoencoder, nll_weight=float(config.loss == "nll"), mae_weight=float(config.loss == "mae"),
+                        learning_rate=config.learning_rate, jit_compile=jit_compile)
+    if fitted is not autoencoder:
+        compile_autoencoder(fitted, nll_weight=float(config.loss == "nll"), mae_weight=float(config.loss == "mae"),
+                            learning_rate=config.learning_rate, jit_compile=jit_compile)
     train_idx, val_idx = split_indices(dataset.n_groups, config.validation_split, config.seed)
     # The input standardiser's statistics come from the training split only (never from validation).
     adapted = adapt_input_normalization(autoencoder, inputs["diffraction"][train_idx] / np.float32(scale),
-                                        positions=inputs["positions"][train_idx])
-    train_data = make_pipeline(inputs, train_idx, config.batch_size, shuffle=True, seed=config.seed)
-    val_data = make_pipeline(inputs, val_idx, config.batch_size, shuffle=False, seed=config.seed) if len(val_idx) else None
+                                        positions=inputs["positions"][train_idx],
+                                        estimates=None if estimates is None else estimates[train_idx])
+    train_data = make_pipeline(inputs, train_idx, config.batch_size, shuffle=True, seed=config.seed,
+                               estimates=estimates)
+    val_data = make_pipeline(inputs, val_idx, config.batch_size, shuffle=False, seed=config.seed,
+                             estimates=estimates) if len(val_idx) else None
 
     start = time.perf_counter()
-    fit = autoencoder.fit(train_data, validation_data=val_data, epochs=config.nepochs, verbose=config.verbose,
+    fit = fitted.fit(train_data, validation_data=val_data, epochs=config.nepochs, verbose=config.verbose,
                           shuffle=False,  # the pipeline shuffles, seeded
                           callbacks=_callbacks(config, val_data is not None, list(callbacks or [])))
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
@@ -140,6 +167,7 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     history["jit_compile"] = jit_compile
     history["conv_dtype"] = get_conv_dtype(autoencoder)
     history["wall_time_s"] = time.perf_counter() - start
+    history["retrieval_cached"] = estimates is not None
     after = diagnostics.training_warnings(history)  # a loss that never moved (no object here)
     diagnostics.log_warnings(logger, after)
     history["warnings"] = warnings + after
