@@ -86,8 +86,8 @@ class ModelConfig:
     input_normalization: str = "standardize"
     architecture: str = "retrieval"
     conv_dtype: Optional[str] = None
-    retrieval_iterations: int = 30
-    retrieval_momentum: float = 0.9
+    retrieval_iterations: int = 40
+    retrieval_momentum: float = 0.95
 
     def __post_init__(self) -> None:
         _validate_patch_size(self)

@@ -107,13 +107,26 @@ def retrieval_estimates(model: keras.Model, inputs: dict, batch_size: int = 64) 
 
 
 def model_on_cached_estimates(autoencoder: keras.Model) -> keras.Model:
-    """The autoencoder with its retrieval estimate as a third input: [diffraction, positions, estimate].
+    """A copy of the autoencoder with its retrieval estimate as a third input: [diffraction, positions, estimate].
 
-    Same layers and weights (training one trains the other); the ``GroupRetrieval`` layer is left out, so
-    its passes are not recomputed for every batch (ledger RETRIEVAL-CACHE-001). Uncompiled.
+    The ``GroupRetrieval`` layer is left out, so its passes are not recomputed for every batch (ledger
+    RETRIEVAL-CACHE-001). The copy has its own layers (rebuilt from the autoencoder's config) holding the
+    autoencoder's current weights: a model cut at an intermediate tensor adds nodes to the layers it reuses,
+    after which Keras can no longer save the autoencoder, so the original's layers are left untouched and
+    :func:`copy_weights` brings the trained weights back. Uncompiled.
     """
-    estimate = autoencoder.get_layer("group_retrieval").output
-    return keras.Model([*autoencoder.inputs, estimate], autoencoder.outputs, name="autoencoder_cached")
+    copy = keras.Model.from_config(autoencoder.get_config())
+    copy_weights(autoencoder, copy)
+    estimate = copy.get_layer("group_retrieval").output
+    return keras.Model([*copy.inputs, estimate], copy.outputs, name="autoencoder_cached")
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """Set every layer of ``target`` that ``source`` has (by name, with weights) to ``source``'s weights."""
+    names = {layer.name for layer in source.layers}
+    for layer in target.layers:
+        if layer.weights and layer.name in names:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
 
 
 def get_intensity_scale(model: keras.Model) -> float:

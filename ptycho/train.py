@@ -16,8 +16,8 @@ from ptycho.data import PtychoDataset
 from ptycho.device import resolve_jit_compile
 from ptycho.inputs import check_dataset, model_inputs
 from ptycho.model_state import (adapt_input_normalization, compile_autoencoder, get_conv_dtype,
-                                get_intensity_scale, has_group_retrieval, model_on_cached_estimates,
-                                retrieval_estimates)
+                                copy_weights, get_intensity_scale, has_group_retrieval,
+                                model_on_cached_estimates, retrieval_estimates)
 from ptycho.monitor import EpochLog
 
 logger = logging.getLogger(__name__)
@@ -69,12 +69,29 @@ class EpochLogger(EpochLog):
         super().__init__(logger, "train", nepochs)
 
 
+class WeightsBack(keras.callbacks.Callback):
+    """Copy the fitted copy's weights into the autoencoder after every epoch and at the end of training (the
+    cached-estimate copy of RETRIEVAL-CACHE-001): callbacks after it, and the caller's object head, which shares
+    the autoencoder's weights, see the trained weights."""
+
+    def __init__(self, autoencoder: keras.Model):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def on_epoch_end(self, epoch, logs=None):
+        copy_weights(self.model, self.autoencoder)
+
+    def on_train_end(self, logs=None):
+        copy_weights(self.model, self.autoencoder)
+
+
 def _callbacks(config: TrainingConfig, has_validation: bool,
                extra: Sequence[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
     """SPEC §5's callbacks, then ``extra``, then one epoch logger unless ``extra`` holds one already.
 
     The logger comes last so that it sees what the caller's monitors write into an epoch's logs
-    (``test_ssim``); there is one per run, so every epoch is logged once.
+    (``test_ssim``); there is one per run, so every epoch is logged once. A ``WeightsBack`` in ``extra`` comes
+    first there: after EarlyStopping (whose restored best weights it copies at the end) and before the monitors.
     """
     monitor = "val_loss" if has_validation else "loss"
     callbacks = [
@@ -141,26 +158,27 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     scale = get_intensity_scale(autoencoder)
     inputs = model_inputs(dataset, scale)
     estimates = _cached_estimates(autoencoder, inputs, config)
-    fitted = autoencoder if estimates is None else model_on_cached_estimates(autoencoder)
     compile_autoencoder(autoencoder, nll_weight=float(config.loss == "nll"), mae_weight=float(config.loss == "mae"),
                         learning_rate=config.learning_rate, jit_compile=jit_compile)
-    if fitted is not autoencoder:
-        compile_autoencoder(fitted, nll_weight=float(config.loss == "nll"), mae_weight=float(config.loss == "mae"),
-                            learning_rate=config.learning_rate, jit_compile=jit_compile)
     train_idx, val_idx = split_indices(dataset.n_groups, config.validation_split, config.seed)
     # The input standardiser's statistics come from the training split only (never from validation).
     adapted = adapt_input_normalization(autoencoder, inputs["diffraction"][train_idx] / np.float32(scale),
                                         positions=inputs["positions"][train_idx],
                                         estimates=None if estimates is None else estimates[train_idx])
+    fitted = autoencoder if estimates is None else model_on_cached_estimates(autoencoder)  # after adapting
+    if fitted is not autoencoder:
+        compile_autoencoder(fitted, nll_weight=float(config.loss == "nll"), mae_weight=float(config.loss == "mae"),
+                            learning_rate=config.learning_rate, jit_compile=jit_compile)
     train_data = make_pipeline(inputs, train_idx, config.batch_size, shuffle=True, seed=config.seed,
                                estimates=estimates)
     val_data = make_pipeline(inputs, val_idx, config.batch_size, shuffle=False, seed=config.seed,
                              estimates=estimates) if len(val_idx) else None
 
     start = time.perf_counter()
+    weights_back = [] if fitted is autoencoder else [WeightsBack(autoencoder)]
     fit = fitted.fit(train_data, validation_data=val_data, epochs=config.nepochs, verbose=config.verbose,
-                          shuffle=False,  # the pipeline shuffles, seeded
-                          callbacks=_callbacks(config, val_data is not None, list(callbacks or [])))
+                     shuffle=False,  # the pipeline shuffles, seeded
+                     callbacks=_callbacks(config, val_data is not None, weights_back + list(callbacks or [])))
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     history["epochs_run"] = len(history.get("loss", []))
     history["input_statistics_adapted"] = bool(adapted)

