@@ -119,18 +119,24 @@ def run_case(case: Case, epochs: int, refine_iterations: int, seed: int = 0) -> 
     for label, data in (("test", test), ("new_object", new)):
         rec = reconstruct(trained.diffraction_to_obj, data, M="auto", intensity_scale=data.intensity_scale)
         result[label] = scores(rec, data.obj)
+        if refine_iterations == 0:  # --refine 0: the network alone
+            continue
         refined = refine(data, refine_config, initial=rec)
         result[f"{label}_refined"] = scores(refined.reconstruction, data.obj)
         result[f"{label}_refine_seconds"] = round(refined.seconds, 1)
         best, start = refine_from_best_start(data, refine_config, rec)  # what `ptycho reconstruct` writes
         result[f"{label}_best_start"] = {**scores(best.reconstruction, data.obj), "start": start}
+    if refine_iterations == 0:
+        return result
     baseline = refine(test, refine_config)
     result["iterative_from_ones"] = scores(baseline.reconstruction, test.obj)
     result["iterative_seconds"] = round(baseline.seconds, 1)
     return result
 
 
-def _cell(scores: dict) -> str:
+def _cell(scores) -> str:
+    if scores is None:
+        return "—"
     amp = f"{scores['amplitude_ssim']:.3f}"
     return amp if "phase_ssim" not in scores else f"{amp} / {scores['phase_ssim']:.3f}"
 
@@ -142,8 +148,8 @@ def markdown_table(lines) -> str:
     rows = []
     for line in lines:
         r = json.loads(line)
-        rows.append(f"| {r['case']} | {_cell(r['untrained'])} | {_cell(r['test'])} | {_cell(r['test_refined'])} | "
-                    f"{_cell(r['iterative_from_ones'])} | {_cell(r['new_object'])}; {_cell(r['new_object_refined'])} | "
+        rows.append(f"| {r['case']} | {_cell(r['untrained'])} | {_cell(r['test'])} | {_cell(r.get('test_refined'))} | "
+                    f"{_cell(r.get('iterative_from_ones'))} | {_cell(r['new_object'])}; {_cell(r.get('new_object_refined'))} | "
                     f"{r['epochs_run']}, {r['train_seconds']:.0f} |")
     return "\n".join([head, *rows])
 
@@ -152,7 +158,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=None, help="comma-separated case names (default: all 13)")
     parser.add_argument("--epochs", type=int, default=20, help="training epochs per case (batch 16)")
-    parser.add_argument("--refine", type=int, default=20, help="refinement iterations (PINN + refinement and baseline)")
+    parser.add_argument("--refine", type=int, default=20, help="refinement iterations (PINN + refinement and baseline); 0: the network alone")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--list", action="store_true", help="print the case names and exit")
     parser.add_argument("--table", metavar="JSONL", default=None, help="print the markdown table of a run's output")

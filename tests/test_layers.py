@@ -23,14 +23,14 @@ def test_registry_covers_every_layer_class_of_the_package():
     assert {cls.__name__ for cls in defined} >= {"Translation", "DiffractionStandardizer", "HolographicEstimate"}
 
 
-def _retrieval_error(data, iterations):
+def _retrieval_error(data, iterations, momentum=0.0):
     """Relative error of GroupRetrieval's estimate against the true patches (central N/2 window), after removing
     each group's constant phase (not measurable)."""
     from ptycho.group_retrieval import GroupRetrieval
     from ptycho.tf_helper import default_padded_size
 
     N, C = data.N, data.C
-    layer = GroupRetrieval(N, C, default_padded_size(N, C), iterations=iterations)
+    layer = GroupRetrieval(N, C, default_padded_size(N, C), iterations=iterations, momentum=momentum)
     X, positions = np.asarray(data.X, np.float32), np.asarray(data.coords_relative, np.float32)
     layer(X, positions)
     layer.set_probe(data.probe)
@@ -53,6 +53,20 @@ def test_group_retrieval_moves_each_groups_estimate_towards_its_true_patches(obj
                                              object_kind=object_kind, nphotons=1e9, seed=0))
     errors = [_retrieval_error(data, k) for k in (0, 3, 10)]
     assert errors[1] < 0.85 * errors[0] and errors[2] <= errors[1] * 1.001, errors
+
+
+def test_momentum_brings_the_retrieval_closer_to_the_truth_in_the_same_passes():
+    """Oracle, RETRIEVAL-MOMENTUM-001: with a defocused probe (the study's, 5π) and a complex object the plain
+    update converges slowly; the default momentum (0.95) gets closer to the true patches in the same 20 passes
+    (measured here: 0.218 plain, 0.200 with momentum, 0.210 plain after 40; in stitched phase SSIM at N = 64 the
+    gap is far larger, 0.18 -> 0.84 for the untrained network)."""
+    from ptycho.config import ModelConfig, SimulationConfig
+    from ptycho.simulate import simulate_dataset
+
+    data = simulate_dataset(SimulationConfig(N=32, gridsize=2, object_size=96, buffer=12.0, n_positions=64,
+                                             object_kind="grf_complex", probe_defocus=5 * np.pi, nphotons=1e9, seed=0))
+    plain, with_momentum = (_retrieval_error(data, 20, m) for m in (0.0, ModelConfig().retrieval_momentum))
+    assert with_momentum < 0.95 * plain, (plain, with_momentum)
 
 
 def test_group_retrieval_without_passes_is_the_ones_start():
