@@ -104,8 +104,9 @@ def run_case(case: Case, epochs: int, refine_iterations: int, seed: int = 0) -> 
     train = simulate_dataset(config, probe=probe)
     test = simulate_dataset(replace(config, seed=seed + 1000), obj=train.obj, probe=train.probe)
     new = simulate_dataset(replace(config, seed=seed + 2000), probe=train.probe)
-    refine_config = RefineConfig(iterations=refine_iterations)
-    result = {"case": case.name, **asdict(case), "epochs_asked": epochs, "refine": asdict(refine_config)}
+    refine_config = RefineConfig(iterations=refine_iterations) if refine_iterations > 0 else None
+    result = {"case": case.name, **asdict(case), "epochs_asked": epochs,
+              "refine": asdict(refine_config) if refine_config else None}
 
     _, untrained = create_model_with_gridsize(case.gridsize, case.N, probe=train.probe,
                                               intensity_scale=train.intensity_scale, seed=seed)
