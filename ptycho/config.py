@@ -47,6 +47,12 @@ def _validate_patch_size(owner: object) -> None:
     _require_int(owner, "gridsize", 1)
 
 
+def neighbour_radius(N: int) -> int:
+    """Farthest a scan neighbour may lie from a pattern (object px) to join its retrieval: N // 4 (ledger
+    RETRIEVAL-NEIGHBOURS-001); the retrieval canvas of a gridsize-1 model is N + 2·(N // 4) wide."""
+    return int(N) // 4
+
+
 def default_padded_size(N: int, gridsize: int, offset: int, max_position_jitter: int) -> int:
     """P = N + (gridsize - 1) * offset + max_position_jitter (SPEC §2.2)."""
     return N + (gridsize - 1) * offset + max_position_jitter
@@ -67,6 +73,11 @@ class ModelConfig:
     sees a holographic real-space estimate of each patch and its decoders get centre-cropped encoder skips,
     ledger HOLOGRAPHIC-INPUT-001; the dose study's network) or 'reference' (SPEC §4 exactly: 2,252,026 /
     2,257,000 trainable parameters at N=64, gridsize 1 / 2, with ``input_normalization='none'``).
+    ``retrieval_neighbours``: how many scan neighbours (within ``neighbour_radius(N)`` px) join each
+    pattern's retrieval at gridsize 1, as the extra model inputs ``neighbour_diffraction`` and
+    ``neighbour_positions`` (``ptycho.inputs``): a single pattern leaves the twin image undetermined and its
+    neighbours' overlap removes it (ledger RETRIEVAL-NEIGHBOURS-001). None (default) means 3 for the
+    'retrieval' architecture at gridsize 1 and 0 otherwise; only that combination takes neighbours.
     ``conv_dtype``: the compute precision of the convolution stack, 'float32' or 'bfloat16' (weights,
     logits and all of the physics stay float32 / complex64); None (default) means bfloat16 where the device
     multiplies it natively and float32 elsewhere (``ptycho.device.default_conv_dtype``, ledger BF16-CONV-001).
@@ -88,6 +99,7 @@ class ModelConfig:
     conv_dtype: Optional[str] = None
     retrieval_iterations: int = 40
     retrieval_momentum: float = 0.95
+    retrieval_neighbours: Optional[int] = None
 
     def __post_init__(self) -> None:
         _validate_patch_size(self)
@@ -98,6 +110,12 @@ class ModelConfig:
                                                              and 0.0 <= self.retrieval_momentum < 1.0):
             raise ValueError(f"retrieval_momentum: must be a number in [0, 1), got {self.retrieval_momentum!r}")
         _require_choice(self, "conv_dtype", (None, "float32", "bfloat16"))
+        if self.retrieval_neighbours is not None:
+            _require_int(self, "retrieval_neighbours", 0)
+            if self.retrieval_neighbours and (self.architecture != "retrieval" or self.gridsize != 1):
+                _fail(self, "retrieval_neighbours", "only the 'retrieval' architecture at gridsize 1 takes "
+                      f"scan neighbours, got {self.retrieval_neighbours} with architecture="
+                      f"{self.architecture!r}, gridsize={self.gridsize}")
         _require_int(self, "n_filters_scale", 1)
         _require_int(self, "offset", 0)
         _require_int(self, "max_position_jitter", 0)
@@ -121,6 +139,18 @@ class ModelConfig:
         if self.padded_size is not None:
             return self.padded_size
         return default_padded_size(self.N, self.gridsize, self.offset, self.max_position_jitter)
+
+    @property
+    def neighbours(self) -> int:
+        """Resolved ``retrieval_neighbours``: scan neighbours joining each pattern's retrieval."""
+        if self.retrieval_neighbours is not None:
+            return self.retrieval_neighbours
+        return 3 if self.architecture == "retrieval" and self.gridsize == 1 else 0
+
+    @property
+    def retrieval_padded_size(self) -> int:
+        """Canvas side of the retrieval: P, or N + 2·neighbour_radius(N) when neighbours join it (if larger)."""
+        return max(self.P, self.N + 2 * neighbour_radius(self.N)) if self.neighbours else self.P
 
 
 @dataclass(frozen=True)

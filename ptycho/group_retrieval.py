@@ -39,17 +39,21 @@ class GroupRetrieval(keras.layers.Layer):
     trainable), so training does not back-propagate through its passes.
 
     Inputs: x (B, N, N, C) float32 amplitudes X = d/s; positions (B, 1, 2, C) float32 ``coords_relative``.
-    Output (B, N, N, C) complex64: the estimate read back in each pattern's frame, E(canvas).
+    Output (B, N, N, keep) complex64: the estimate read back in the frames of the first ``keep`` patterns
+    (None: all C), E(canvas). A gridsize-1 model passes its pattern first and its scan neighbours after it,
+    and keeps one (ledger RETRIEVAL-NEIGHBOURS-001).
     The probe is a non-trainable weight set with ``set_probe`` (the data's probe; a probe trained later in
     the ``probe`` layer does not change it).
     """
 
     def __init__(self, N: int, C: int, padded_size: int, iterations: int = 10, use_xla: bool = True,
-                 momentum: float = 0.0, **kwargs):
+                 momentum: float = 0.0, keep: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.N, self.C, self.padded_size = int(N), int(C), int(padded_size)
+        self.keep = None if keep is None else int(keep)
         self.iterations, self.use_xla, self.momentum = int(iterations), bool(use_xla), float(momentum)
         self._extract = operators.ExtractGroup(self.N, self.C, self.padded_size, self.use_xla)
+        self._read_back = operators.ExtractGroup(self.N, self.keep or self.C, self.padded_size, self.use_xla)
 
     def build(self, input_shape):
         shape = (self.N, self.N, 1)
@@ -86,11 +90,11 @@ class GroupRetrieval(keras.layers.Layer):
         _, canvas, _ = tf.while_loop(lambda i, *_: i < self.iterations, one_pass,
                                      (tf.constant(0), canvas, tf.zeros_like(canvas)),
                                      maximum_iterations=self.iterations)
-        return self._extract.fwd(canvas, offsets=positions)
+        return self._read_back.fwd(canvas, offsets=positions[..., :self.keep or self.C])
 
     def compute_output_spec(self, x, positions):
-        return keras.KerasTensor((x.shape[0], self.N, self.N, self.C), dtype="complex64")
+        return keras.KerasTensor((x.shape[0], self.N, self.N, self.keep or self.C), dtype="complex64")
 
     def get_config(self):
         return {**super().get_config(), "N": self.N, "C": self.C, "padded_size": self.padded_size,
-                "iterations": self.iterations, "use_xla": self.use_xla, "momentum": self.momentum}
+                "iterations": self.iterations, "use_xla": self.use_xla, "momentum": self.momentum, "keep": self.keep}

@@ -153,3 +153,24 @@ def group_positions(xcoords, ycoords, gridsize: int, K: int | None = None, n_gro
     nbrs = _neighbours_seed_first(np.stack([x, y], axis=1), min(int(K), M))
     candidates = _candidate_rounds(nbrs, C, rng)
     return _distinct_groups(candidates, M if n_groups is None else int(n_groups), rng)
+
+
+def scan_neighbours(xcoords, ycoords, centres, K: int, radius: float) -> np.ndarray:
+    """The ``K`` scan positions nearest each centre position, itself left out, within ``radius``.
+
+    xcoords, ycoords: (M,) float object pixels; centres: (B,) int indices into them; radius in object
+    pixels. Returns (B, K) int64 indices, nearest first; where fewer than K other positions lie within
+    ``radius`` the row is filled with the centre's own index (a pattern repeated at its own position adds
+    no new constraint to a retrieval). Deterministic: equally near positions in index order.
+    """
+    points = np.stack([np.asarray(xcoords, np.float64), np.asarray(ycoords, np.float64)], axis=1)
+    centres = np.asarray(centres, np.int64).reshape(-1)
+    K = int(K)
+    if K < 1:
+        raise ValueError(f"K: must be an int >= 1, got {K}")
+    distance, index = cKDTree(points).query(points[centres], k=K + 1)
+    valid = (index != centres[:, None]) & (distance <= float(radius))  # missing neighbours: distance inf
+    order = np.lexsort((index, np.where(valid, distance, np.inf), ~valid), axis=1)  # ties: the lower index
+    index = np.take_along_axis(index, order, axis=1)[:, :K]
+    valid = np.take_along_axis(valid, order, axis=1)[:, :K]
+    return np.where(valid, index, centres[:, None]).astype(np.int64)

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from ptycho.data import PtychoDataset
-from ptycho.inputs import check_dataset, model_inputs
+from ptycho.inputs import check_dataset, model_inputs, neighbour_count
 from ptycho.model_state import get_intensity_scale
 from ptycho.phase_alignment import align_group_phases
 from ptycho.reconstruction import Reconstruction
@@ -49,7 +49,8 @@ def reconstruct(diffraction_to_obj: keras.Model, dataset: PtychoDataset, M: int 
     scale = get_intensity_scale(diffraction_to_obj) if intensity_scale is None else float(intensity_scale)
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"intensity_scale: must be a finite number > 0, got {intensity_scale!r}")
-    patches = diffraction_to_obj.predict(model_inputs(dataset, scale), batch_size=batch_size, verbose=0)
+    inputs = model_inputs(dataset, scale, neighbour_count(diffraction_to_obj))
+    patches = diffraction_to_obj.predict(inputs, batch_size=batch_size, verbose=0)
     offsets = np.asarray(dataset.coords_offsets, np.float32)
     if align_phase is None:
         align_phase = window is not None

@@ -12,6 +12,11 @@ Forward model (per group of C = gridsize² scan positions, SPEC §4)::
     amp      = s · |fftshift(fft2(P · Ô_c, norm='ortho'))|          output 1, √counts
     intensity = amp²                                               output 2, counts
 
+The default 'retrieval' architecture first retrieves each group's object from its own patterns
+(``GroupRetrieval``); at gridsize 1 the pattern's K scan neighbours join that retrieval through two extra inputs,
+``neighbour_diffraction`` (B, N, N, K) and ``neighbour_positions`` (B, 1, 2, K) (``ptycho.inputs``; ledger
+RETRIEVAL-NEIGHBOURS-001), and only the pattern's own estimate goes on.
+
 ``build_models(config, probe, scale)`` builds ``(autoencoder, diffraction_to_obj)`` sharing weights from an
 explicit ``ModelConfig``; ``create_model_with_gridsize`` is the adapter that also takes legacy settings
 (``ptycho.legacy``) and compiles (``ptycho.model_state``, re-exported here, reads and sets a built model's
@@ -167,19 +172,30 @@ def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float,
                  use_xla: bool = True):
     """Build the two (uncompiled) models of SPEC §4 from an explicit config, probe and scale.
 
-    ``use_xla`` selects the translation path of the merge/extract layers (fixed in their config).
+    ``use_xla`` selects the translation path of the merge/extract layers (fixed in their config). Inputs
+    ``diffraction`` and ``positions``, and ``neighbour_diffraction`` and ``neighbour_positions`` when
+    ``config.neighbours`` > 0 (``ptycho.inputs.model_inputs`` builds all of them from a data set).
     """
     init = _SeededInit(seed)
     N, C, P = config.N, config.C, config.P
     diffraction = keras.Input((N, N, C), name="diffraction", dtype="float32")
     positions = keras.Input((1, 2, C), name="positions", dtype="float32")
 
+    inputs = [diffraction, positions]
     scaler = IntensityScale(intensity_scale, trainable=config.intensity_scale_trainable, name="intensity_scale")
     x = scaler(diffraction, inverse=True)
     estimate = None
     if config.architecture == "retrieval":
-        estimate = GroupRetrieval(N, C, P, config.retrieval_iterations, use_xla=use_xla,
-                                  momentum=config.retrieval_momentum, name="group_retrieval")(x, positions)
+        seen, seen_at = x, positions
+        if config.neighbours:  # RETRIEVAL-NEIGHBOURS-001: the pattern first, its scan neighbours after it
+            K = config.neighbours
+            inputs += [keras.Input((N, N, K), name="neighbour_diffraction", dtype="float32"),
+                       keras.Input((1, 2, K), name="neighbour_positions", dtype="float32")]
+            seen = keras.layers.Concatenate(name="retrieval_patterns")([x, scaler(inputs[2], inverse=True)])
+            seen_at = keras.layers.Concatenate(name="retrieval_positions")([positions, inputs[3]])
+        estimate = GroupRetrieval(N, C + config.neighbours, config.retrieval_padded_size,
+                                  config.retrieval_iterations, use_xla=use_xla, momentum=config.retrieval_momentum,
+                                  keep=C if config.neighbours else None, name="group_retrieval")(seen, seen_at)
         x = EstimateFeatures(name="input_features")(x, estimate)
     elif config.architecture == "unet":
         x = HolographicEstimate(N, name="input_features")(x)
@@ -201,13 +217,13 @@ def build_models(config: ModelConfig, probe: np.ndarray, intensity_scale: float,
     amplitude = keras.layers.Identity(name="amplitude")(amplitude)
     intensity = Square(name="intensity")(amplitude)
 
-    autoencoder = keras.Model([diffraction, positions], [obj, amplitude, intensity], name="autoencoder")
+    autoencoder = keras.Model(inputs, [obj, amplitude, intensity], name="autoencoder")
     autoencoder.get_layer("probe").set_probe(probe)
     if config.architecture == "unet":
         autoencoder.get_layer("input_features").set_probe(probe)
     if config.architecture == "retrieval":
         autoencoder.get_layer("group_retrieval").set_probe(probe)
-    diffraction_to_obj = keras.Model([diffraction, positions], obj, name="diffraction_to_obj")
+    diffraction_to_obj = keras.Model(inputs, obj, name="diffraction_to_obj")
     return autoencoder, diffraction_to_obj
 
 
@@ -259,8 +275,9 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
     Adam and the loss weights (Poisson NLL on intensity, MAE on amplitude). ``seed`` fixes
     the weight initialisation. ``input_normalization`` 'standardize' (default) adds a per-pixel input
     standardiser whose statistics ``train`` estimates from the training data on first use (or call
-    ``adapt_input_normalization``); 'none' feeds x = d/s. ``architecture`` 'unet' (default) adds the
-    holographic input estimate and U-Net skips; 'reference' with ``input_normalization='none'`` builds the
+    ``adapt_input_normalization``); 'none' feeds x = d/s. ``architecture`` 'retrieval' (default) starts from
+    each group's iterative retrieval (at gridsize 1 with the pattern's scan neighbours) and corrects it; 'unet'
+    adds the holographic input estimate and U-Net skips; 'reference' with ``input_normalization='none'`` builds the
     SPEC §4 network exactly. ``conv_dtype`` 'float32' / 'bfloat16' sets the convolution stack's compute
     precision; None means bfloat16 where the device computes it natively (:func:`default_conv_dtype`).
 
@@ -269,7 +286,8 @@ def create_model_with_gridsize(gridsize: int, N: int, *, probe=None, intensity_s
     training run compiles); ``diffraction_to_obj`` is compiled for prediction either way.
 
     Returns two Keras models sharing weights. Inputs: ``diffraction`` (B, N, N, C) float32 = s·X and
-    ``positions`` (B, 1, 2, C) float32 = coords_relative. Outputs: object (B, N, N, 1) complex64,
+    ``positions`` (B, 1, 2, C) float32 = coords_relative (at gridsize 1 with the default architecture also the
+    scan neighbours, ``ptycho.inputs.model_inputs``). Outputs: object (B, N, N, 1) complex64,
     amplitude (B, N, N, C) float32 (s·Â), intensity (B, N, N, C) float32 ((s·Â)²).
     """
     settings = legacy.config_from_legacy(

@@ -36,7 +36,8 @@ def compile_autoencoder(autoencoder, *, nll_weight: float = 1.0, mae_weight: flo
 
 def adapt_input_normalization(model: keras.Model, amplitudes: np.ndarray, force: bool = False,
                               positions: Optional[np.ndarray] = None, batch_size: int = 128,
-                              estimates: Optional[np.ndarray] = None) -> bool:
+                              estimates: Optional[np.ndarray] = None,
+                              neighbours: Optional[dict] = None) -> bool:
     """Estimate the input standardisation of ``model`` from diffraction amplitudes X = d/s.
 
     amplitudes: (B, N, N, C) grouped patterns, float, amplitude units of X. positions: (B, 1, 2, C) float32
@@ -44,7 +45,10 @@ def adapt_input_normalization(model: keras.Model, amplitudes: np.ndarray, force:
     each group's object from its patterns at their offsets). The features the standardiser sees (X, and the
     real-space estimate of the 'retrieval' and 'unet' architectures) are computed by the model's own
     layers; ``estimates`` (B, N, N, C) complex64, the groups' ``retrieval_estimates`` when already computed,
-    saves computing them again. Returns True if the statistics were set, False if the model has no standardiser
+    saves computing them again. A gridsize-1 model that takes scan neighbours (RETRIEVAL-NEIGHBOURS-001) needs
+    them, unless ``estimates`` are given: ``neighbours`` = {'neighbour_diffraction': (B, N, N, K) s·X,
+    'neighbour_positions': (B, 1, 2, K)} of the same groups (``ptycho.inputs.model_inputs``).
+    Returns True if the statistics were set, False if the model has no standardiser
     (``input_normalization='none'``) or it is already adapted and ``force`` is False (a trained model keeps
     the statistics it was trained with).
     """
@@ -55,12 +59,12 @@ def adapt_input_normalization(model: keras.Model, amplitudes: np.ndarray, force:
     if layer.is_adapted and not force:
         return False
     X = np.asarray(amplitudes, np.float32)
-    layer.adapt(_input_features(model, X, positions, batch_size, estimates))
+    layer.adapt(_input_features(model, X, positions, batch_size, estimates, neighbours))
     return True
 
 
 def _input_features(model: keras.Model, X: np.ndarray, positions, batch_size: int,
-                    estimates: Optional[np.ndarray] = None) -> np.ndarray:
+                    estimates: Optional[np.ndarray] = None, neighbours: Optional[dict] = None) -> np.ndarray:
     """The features the standardiser of ``model`` sees for amplitudes X (B, N, N, C): (B, N, N, K·C)."""
     names = {layer.name for layer in model.layers}
     if "input_features" not in names:
@@ -81,12 +85,16 @@ def _input_features(model: keras.Model, X: np.ndarray, positions, batch_size: in
     positions = np.asarray(positions, np.float32)
     if positions.shape != (X.shape[0], 1, 2, X.shape[3]):
         raise ValueError(f"positions: expected shape {(X.shape[0], 1, 2, X.shape[3])}, got {positions.shape}")
-    retrieval = model.get_layer("group_retrieval")
-    out = []
-    for start in range(0, X.shape[0], batch_size):
-        x = tf.constant(X[start:start + batch_size])
-        out.append(features(x, retrieval(x, tf.constant(positions[start:start + batch_size]))).numpy())
-    return np.concatenate(out)
+    inputs = {"diffraction": X * np.float32(get_intensity_scale(model)), "positions": positions}
+    names = [t.name for t in model.inputs]
+    if len(names) > 2:
+        missing = [name for name in names[2:] if name not in (neighbours or {})]
+        if missing:
+            raise ValueError(f"neighbours: this model's retrieval also takes each pattern's scan neighbours; "
+                             f"give {missing} (ptycho.inputs.model_inputs) or the estimates")
+        inputs.update({name: np.asarray(neighbours[name], np.float32) for name in names[2:]})
+    estimates = retrieval_estimates(model, inputs, batch_size)
+    return _input_features(model, X, None, batch_size, estimates)
 
 
 def has_group_retrieval(model: keras.Model) -> bool:
@@ -108,6 +116,7 @@ def retrieval_estimates(model: keras.Model, inputs: dict, batch_size: int = 64) 
 
 def model_on_cached_estimates(autoencoder: keras.Model) -> keras.Model:
     """A copy of the autoencoder with its retrieval estimate as a third input: [diffraction, positions, estimate].
+    A gridsize-1 model's scan-neighbour inputs feed only the retrieval, so the copy does not take them.
 
     The ``GroupRetrieval`` layer is left out, so its passes are not recomputed for every batch (ledger
     RETRIEVAL-CACHE-001). The copy has its own layers (rebuilt from the autoencoder's config) holding the
@@ -118,7 +127,8 @@ def model_on_cached_estimates(autoencoder: keras.Model) -> keras.Model:
     copy = keras.Model.from_config(autoencoder.get_config())
     copy_weights(autoencoder, copy)
     estimate = copy.get_layer("group_retrieval").output
-    return keras.Model([*copy.inputs, estimate], copy.outputs, name="autoencoder_cached")
+    own = [t for t in copy.inputs if t.name in ("diffraction", "positions")]  # neighbours feed the retrieval only
+    return keras.Model([*own, estimate], copy.outputs, name="autoencoder_cached")
 
 
 def copy_weights(source: keras.Model, target: keras.Model) -> None:

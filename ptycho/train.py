@@ -14,7 +14,7 @@ from ptycho import diagnostics, files
 from ptycho.config import TrainingConfig
 from ptycho.data import PtychoDataset
 from ptycho.device import resolve_jit_compile
-from ptycho.inputs import check_dataset, model_inputs
+from ptycho.inputs import NEIGHBOUR_INPUTS, check_dataset, model_inputs, neighbour_count
 from ptycho.model_state import (adapt_input_normalization, compile_autoencoder, get_conv_dtype,
                                 copy_weights, get_intensity_scale, has_group_retrieval,
                                 model_on_cached_estimates, retrieval_estimates)
@@ -35,7 +35,8 @@ def split_indices(n_groups: int, validation_split: float, seed: int) -> tuple[np
 
 def make_pipeline(inputs: dict[str, np.ndarray], indices: np.ndarray, batch_size: int, *,
                   shuffle: bool, seed: int, estimates: Optional[np.ndarray] = None) -> tf.data.Dataset:
-    """``tf.data`` pipeline of ((diffraction, positions), (placeholder, s·X, (s·X)²)).
+    """``tf.data`` pipeline of (inputs, (placeholder, s·X, (s·X)²)); inputs: the dict ``inputs`` (the model's
+    inputs by name: diffraction, positions and a gridsize-1 model's scan neighbours) at ``indices``.
 
     With ``estimates`` ((B, N, N, C) complex64 retrieval estimates of all groups) the inputs are the tuple
     (diffraction, positions, estimate) of ``model_state.model_on_cached_estimates``.
@@ -46,15 +47,18 @@ def make_pipeline(inputs: dict[str, np.ndarray], indices: np.ndarray, batch_size
     Training batches drop the remainder (fixed shapes: one XLA compilation) when there is at least one full
     batch; shuffling is reshuffled every epoch from the op seed ``seed``.
     """
-    diffraction = inputs["diffraction"][indices]
-    positions = inputs["positions"][indices]
-    columns = (diffraction, positions) if estimates is None else (diffraction, positions, estimates[indices])
+    if estimates is None:
+        columns = {name: values[indices] for name, values in inputs.items()}
+    else:
+        columns = {"diffraction": inputs["diffraction"][indices], "positions": inputs["positions"][indices],
+                   "estimate": estimates[indices]}
     data = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
         data = data.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
 
-    def with_targets(d, p, *estimate):
-        model_inputs = {"diffraction": d, "positions": p} if not estimate else (d, p, estimate[0])
+    def with_targets(row):
+        d = row["diffraction"]
+        model_inputs = row if estimates is None else (d, row["positions"], row["estimate"])
         return model_inputs, (d, d, tf.square(d))
 
     drop = shuffle and len(indices) >= batch_size
@@ -156,7 +160,7 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
 
     jit_compile = resolve_jit_compile(config.jit_compile)
     scale = get_intensity_scale(autoencoder)
-    inputs = model_inputs(dataset, scale)
+    inputs = model_inputs(dataset, scale, neighbour_count(autoencoder))
     estimates = _cached_estimates(autoencoder, inputs, config)
     compile_autoencoder(autoencoder, nll_weight=float(config.loss == "nll"), mae_weight=float(config.loss == "mae"),
                         learning_rate=config.learning_rate, jit_compile=jit_compile)
@@ -164,7 +168,9 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     # The input standardiser's statistics come from the training split only (never from validation).
     adapted = adapt_input_normalization(autoencoder, inputs["diffraction"][train_idx] / np.float32(scale),
                                         positions=inputs["positions"][train_idx],
-                                        estimates=None if estimates is None else estimates[train_idx])
+                                        estimates=None if estimates is None else estimates[train_idx],
+                                        neighbours={k: inputs[k][train_idx] for k in NEIGHBOUR_INPUTS
+                                                    if k in inputs})
     fitted = autoencoder if estimates is None else model_on_cached_estimates(autoencoder)  # after adapting
     if fitted is not autoencoder:
         compile_autoencoder(fitted, nll_weight=float(config.loss == "nll"), mae_weight=float(config.loss == "mae"),

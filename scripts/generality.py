@@ -95,6 +95,7 @@ def run_case(case: Case, epochs: int, refine_iterations: int, seed: int = 0) -> 
     from ptycho import workflow
     from ptycho.config import TrainingConfig
     from ptycho.inference import reconstruct
+    from ptycho.inputs import NEIGHBOUR_INPUTS, model_inputs, neighbour_count
     from ptycho.model import adapt_input_normalization, create_model_with_gridsize
     from ptycho.refine import RefineConfig, refine, refine_from_best_start
     from ptycho.simulate import simulate_dataset
@@ -110,7 +111,9 @@ def run_case(case: Case, epochs: int, refine_iterations: int, seed: int = 0) -> 
 
     _, untrained = create_model_with_gridsize(case.gridsize, case.N, probe=train.probe,
                                               intensity_scale=train.intensity_scale, seed=seed)
-    adapt_input_normalization(untrained, train.X, positions=train.coords_relative)
+    inputs = model_inputs(train, train.intensity_scale, neighbour_count(untrained))
+    adapt_input_normalization(untrained, train.X, positions=train.coords_relative,
+                              neighbours={k: v for k, v in inputs.items() if k in NEIGHBOUR_INPUTS})
     result["untrained"] = scores(reconstruct(untrained, test, M="auto"), train.obj)
 
     start = time.perf_counter()

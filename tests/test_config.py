@@ -65,3 +65,19 @@ def test_configs_are_frozen_and_replaceable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.nphotons = 1.0
     assert dataclasses.replace(cfg, nphotons=1e4).nphotons == 1e4
+
+
+def test_scan_neighbours_join_the_retrieval_at_gridsize_1_only():
+    """RETRIEVAL-NEIGHBOURS-001: default 3 for the 'retrieval' architecture at gridsize 1, else 0; the retrieval
+    canvas then widens to N + 2·(N // 4)."""
+    assert ModelConfig().neighbours == 3 and ModelConfig().retrieval_padded_size == 96
+    assert ModelConfig(gridsize=2).neighbours == 0 and ModelConfig(gridsize=2).retrieval_padded_size == 78
+    assert ModelConfig(architecture="unet").neighbours == 0
+    assert ModelConfig(retrieval_neighbours=0).retrieval_padded_size == ModelConfig().P == 74
+    assert ModelConfig(N=32, retrieval_neighbours=5).retrieval_padded_size == 48
+    with pytest.raises(ValueError, match=r"^ModelConfig\.retrieval_neighbours: only the 'retrieval' architecture "
+                                         r"at gridsize 1 takes scan neighbours, got 3 with architecture='retrieval', "
+                                         r"gridsize=2$"):
+        ModelConfig(gridsize=2, retrieval_neighbours=3)
+    with pytest.raises(ValueError, match=r"^ModelConfig\.retrieval_neighbours: must be >= 0, got -1$"):
+        ModelConfig(retrieval_neighbours=-1)

@@ -111,3 +111,24 @@ def test_grouping_does_not_import_the_simulator_or_the_data_module(fresh_python)
     out = fresh_python("import sys, ptycho.grouping, ptycho.data\n"
                        "print(sorted(m for m in sys.modules if m.startswith('ptycho')))")
     assert out.strip().splitlines()[-1] == "['ptycho', 'ptycho.data', 'ptycho.grouping']"
+
+
+def test_scan_neighbours_are_the_nearest_within_the_radius_else_the_centre():
+    """Oracle: brute-force distances. Each row lists the K nearest other positions within the radius, nearest
+    first, and repeats the centre where fewer lie that close (RETRIEVAL-NEIGHBOURS-001)."""
+    from ptycho.grouping import scan_neighbours
+
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 50, 60), rng.uniform(0, 50, 60)
+    centres, K, radius = np.arange(0, 60, 3), 4, 8.0
+    got = scan_neighbours(x, y, centres, K, radius)
+    assert got.shape == (20, K) and got.dtype == np.int64
+    for row, c in zip(got, centres):
+        distance = np.hypot(x - x[c], y - y[c])
+        distance[c] = np.inf
+        near = [j for j in np.argsort(distance) if distance[j] <= radius][:K]
+        assert list(row) == near + [c] * (K - len(near))
+    assert (got != centres[:, None]).any() and (got == centres[:, None]).any()  # both branches taken
+    np.testing.assert_array_equal(scan_neighbours(x, y, centres, 2, 0.0), np.repeat(centres[:, None], 2, 1))
+    with pytest.raises(ValueError, match=r"^K: must be an int >= 1, got 0$"):
+        scan_neighbours(x, y, centres, 0, radius)

@@ -89,3 +89,23 @@ def test_residual_patches_with_zero_logits_are_the_estimate_in_the_central_windo
     np.testing.assert_allclose(out[:, q:N - q, q:N - q], estimate[:, q:N - q, q:N - q], rtol=1e-4, atol=1e-5)
     out[:, q:N - q, q:N - q] = 0
     assert not out.any()  # zero outside the central window, as ComplexPatches
+
+
+def test_group_retrieval_keeps_the_first_patterns_estimate():
+    """``keep`` reads the same canvas back in the first ``keep`` frames only (a gridsize-1 pattern's neighbours
+    join its retrieval and are dropped after it, RETRIEVAL-NEIGHBOURS-001)."""
+    from ptycho.group_retrieval import GroupRetrieval
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 2, (2, 8, 8, 4)).astype(np.float32)
+    positions = rng.uniform(-2, 2, (2, 1, 2, 4)).astype(np.float32)
+    probe = (rng.normal(size=(8, 8)) + 1j * rng.normal(size=(8, 8))).astype(np.complex64)
+    outputs = []
+    for keep in (None, 1):
+        layer = GroupRetrieval(8, 4, 14, iterations=3, keep=keep)
+        layer(X, positions)
+        layer.set_probe(probe)
+        outputs.append(layer(X, positions).numpy())
+    assert outputs[1].shape == (2, 8, 8, 1)
+    np.testing.assert_allclose(outputs[1], outputs[0][..., :1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(outputs[0][..., :1], outputs[0][..., 1:2])

@@ -9,11 +9,16 @@ from ptycho import model as ptycho_model
 from ptycho.model import create_model_with_gridsize, get_intensity_scale, get_probe
 
 
-def _inputs(rng, B, N, C):
+def _inputs(rng, B, N, C, neighbours=0):
+    """Random model inputs; ``neighbours`` = K adds a gridsize-1 model's scan neighbours (RETRIEVAL-NEIGHBOURS-001)."""
     d = rng.uniform(0, 4, (B, N, N, C)).astype(np.float32)
     p = rng.uniform(-4, 4, (B, 1, 2, C)).astype(np.float32)
     p -= p.mean(axis=-1, keepdims=True)
-    return {"diffraction": d, "positions": p}
+    inputs = {"diffraction": d, "positions": p}
+    if neighbours:
+        inputs["neighbour_diffraction"] = rng.uniform(0, 4, (B, N, N, neighbours)).astype(np.float32)
+        inputs["neighbour_positions"] = rng.uniform(-4, 4, (B, 1, 2, neighbours)).astype(np.float32)
+    return inputs
 
 
 @pytest.mark.parametrize("gridsize, reference", [(1, 2_252_026), (2, 2_257_000)])
@@ -53,7 +58,7 @@ def test_probe_and_scale_are_tracked_weights():
     assert get_intensity_scale(d2o) == pytest.approx(12.5, rel=1e-6)
 
     # The weights are what the graph uses: doubling the probe doubles the predicted amplitude.
-    inputs = _inputs(np.random.default_rng(0), 2, 64, 1)
+    inputs = _inputs(np.random.default_rng(0), 2, 64, 1, neighbours=3)
     amp = ae.predict(inputs, verbose=0)[1]
     ae.get_layer("probe").set_probe(2 * probe)
     np.testing.assert_allclose(ae.predict(inputs, verbose=0)[1], 2 * amp, rtol=1e-4, atol=1e-4)
@@ -120,7 +125,7 @@ def test_train_on_batch_works(batch):
 def test_object_output_is_zero_outside_the_union_of_windows():
     """gridsize 1: the object is nonzero only on the central N/2 window."""
     ae, d2o = create_model_with_gridsize(1, 64, intensity_scale=10.0)
-    obj = d2o.predict(_inputs(np.random.default_rng(3), 2, 64, 1), verbose=0)
+    obj = d2o.predict(_inputs(np.random.default_rng(3), 2, 64, 1, neighbours=3), verbose=0)
     assert obj.dtype == np.complex64 and obj.shape == (2, 64, 64, 1)
     assert np.abs(obj[:, :16]).max() == 0 and np.abs(obj[:, 48:]).max() == 0
     assert np.abs(obj[:, 17:47, 17:47]).min() > 0

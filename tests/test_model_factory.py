@@ -20,8 +20,13 @@ for N, gridsize, scale in {sizes}:
     d = rng.uniform(0, 5, (2, N, N, C)).astype("float32")
     p = rng.uniform(-3, 3, (2, 1, 2, C)).astype("float32")
     p -= p.mean(axis=-1, keepdims=True)
-    obj, amp, inten = ae.predict({{"diffraction": d, "positions": p}}, verbose=0, batch_size=2)
-    obj2 = d2o.predict({{"diffraction": d, "positions": p}}, verbose=0, batch_size=2)
+    inputs = {{"diffraction": d, "positions": p}}
+    K = ae.inputs[2].shape[-1] if len(ae.inputs) > 2 else 0  # a gridsize-1 model's scan neighbours
+    if K:
+        inputs["neighbour_diffraction"] = rng.uniform(0, 5, (2, N, N, K)).astype("float32")
+        inputs["neighbour_positions"] = rng.uniform(-3, 3, (2, 1, 2, K)).astype("float32")
+    obj, amp, inten = ae.predict(inputs, verbose=0, batch_size=2)
+    obj2 = d2o.predict(inputs, verbose=0, batch_size=2)
     results.append({{"N": N, "gridsize": gridsize, "scale": model.get_intensity_scale(ae),
                      "shape": list(obj.shape), "finite": bool(np.isfinite(amp).all()),
                      "obj_abs_sum": float(np.abs(obj).sum()), "amp_sum": float(amp.sum()),
