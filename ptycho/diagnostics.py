@@ -246,6 +246,24 @@ def model_amplitude_max(model: Any, default: float = DEFAULT_AMPLITUDE_MAX) -> f
         return float(default)
 
 
+def neighbour_warnings(neighbour_positions: Any, source: Optional[str] = None, radius: float = 0.0) -> list[str]:
+    """A warning when most patterns of a gridsize-1 scan have no scan neighbour to settle their twin image.
+
+    neighbour_positions : (B, 1, 2, K) the model input of that name (``ptycho.inputs.model_inputs``; a pattern
+    without a neighbour within ``radius`` px lists itself, offset 0). Warns (one line) when more than half of
+    the patterns have none: their retrieval sees one pattern, whose twin image it cannot tell from the object
+    (RETRIEVAL-NEIGHBOURS-001).
+    """
+    offsets = np.asarray(neighbour_positions, np.float64)
+    if offsets.size == 0:
+        return []
+    alone = float(np.mean(np.all(offsets == 0, axis=(1, 2, 3))))
+    if alone <= 0.5:
+        return []
+    return [f"{_source(source)}: {100 * alone:.0f} % of the patterns have no scan neighbour within {radius:g} px, "
+            "so at gridsize 1 their twin image is not determined; use --gridsize 2 or a denser scan"]
+
+
 def log_warnings(logger: Any, warnings: Sequence[str]) -> None:
     """Log each warning (one line) at WARNING level."""
     for message in warnings:

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from ptycho import diagnostics, files
-from ptycho.config import TrainingConfig
+from ptycho.config import TrainingConfig, neighbour_radius
 from ptycho.data import PtychoDataset
 from ptycho.device import resolve_jit_compile
 from ptycho.inputs import NEIGHBOUR_INPUTS, check_dataset, model_inputs, neighbour_count
@@ -161,6 +161,10 @@ def train(autoencoder: keras.Model, dataset: PtychoDataset, config: TrainingConf
     jit_compile = resolve_jit_compile(config.jit_compile)
     scale = get_intensity_scale(autoencoder)
     inputs = model_inputs(dataset, scale, neighbour_count(autoencoder))
+    if NEIGHBOUR_INPUTS[1] in inputs:
+        lonely = diagnostics.neighbour_warnings(inputs[NEIGHBOUR_INPUTS[1]], source, neighbour_radius(dataset.N))
+        diagnostics.log_warnings(logger, lonely)
+        warnings = warnings + lonely
     estimates = _cached_estimates(autoencoder, inputs, config)
     compile_autoencoder(autoencoder, nll_weight=float(config.loss == "nll"), mae_weight=float(config.loss == "mae"),
                         learning_rate=config.learning_rate, jit_compile=jit_compile)

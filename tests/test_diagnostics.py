@@ -188,3 +188,29 @@ def test_train_records_warnings_in_the_history(good, tmp_path, caplog):
     assert len(history["warnings"]) == 1 and history["warnings"][0].startswith("ref.npz: the dose is unknown")
     assert history["warnings"][0] in caplog.text
     assert json.loads((tmp_path / "history.json").read_text())["warnings"] == history["warnings"]
+
+
+def test_neighbour_warnings_flag_a_gridsize_1_scan_whose_patterns_mostly_stand_alone():
+    """RETRIEVAL-NEIGHBOURS-001: a pattern without a scan neighbour lists itself at offset 0; more than half of
+    them alone leaves most twin images undetermined."""
+    offsets = np.ones((4, 1, 2, 3))
+    offsets[:2] = 0
+    assert diagnostics.neighbour_warnings(offsets, "scan.npz", 8) == []  # half alone: no warning
+    offsets[2] = 0
+    assert diagnostics.neighbour_warnings(offsets, "scan.npz", 8) == [
+        "scan.npz: 75 % of the patterns have no scan neighbour within 8 px, so at gridsize 1 their twin image is "
+        "not determined; use --gridsize 2 or a denser scan"]
+
+
+def test_train_warns_when_a_gridsize_1_scan_is_too_sparse_for_neighbours(tmp_path):
+    """A grid scan with 20 px steps at N = 32 (neighbour radius 8 px): every pattern stands alone."""
+    from ptycho.model import create_model_with_gridsize
+    from ptycho.train import train
+
+    data = simulate_dataset(SimulationConfig(N=32, gridsize=1, n_positions=16, object_size=128, buffer=16,
+                                             scan="grid", grid_step=20.0))
+    autoencoder, _ = create_model_with_gridsize(1, 32, probe=data.probe, intensity_scale=data.intensity_scale,
+                                                jit_compile=False, n_filters_scale=1)
+    history = train(autoencoder, data, TrainingConfig(nepochs=1, batch_size=8, verbose=0, jit_compile=False),
+                    source="sparse.npz")
+    assert "sparse.npz: 100 % of the patterns have no scan neighbour within 8 px" in " ".join(history["warnings"])
