@@ -34,7 +34,8 @@ class GroupRetrieval(keras.layers.Layer):
     carries the slowly converging low spatial frequencies of the phase (RETRIEVAL-MOMENTUM-001; μ = 0 is the
     plain update, the default here so that archives saved before it load unchanged). It uses only the
     measured amplitudes, the scan offsets within the group and the known probe; with gridsize 2 the overlap of
-    the four patterns removes the twin ambiguity of a single pattern (ledger GROUP-RETRIEVAL-001). It is
+    the four patterns removes the twin ambiguity of a single pattern (ledger GROUP-RETRIEVAL-001), and at
+    gridsize 1 the model passes each pattern's scan neighbours for the same purpose (RETRIEVAL-NEIGHBOURS-001). It is
     differentiable, but in the model nothing trainable lies upstream of it (unless the intensity scale is
     trainable), so training does not back-propagate through its passes.
 
