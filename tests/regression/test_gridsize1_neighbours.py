@@ -38,3 +38,23 @@ def test_scan_neighbours_bring_the_gridsize_1_estimate_to_the_truth(object_kind)
                                              object_kind=object_kind, nphotons=1e9, seed=0))
     alone, with_neighbours = _estimate_error(data, 0), _estimate_error(data, ModelConfig().neighbours)
     assert with_neighbours < 0.7 * alone, (alone, with_neighbours)
+
+
+def test_adapting_a_gridsize_1_model_asks_for_its_scan_neighbours():
+    """The standardiser's statistics come from the retrieval estimates, which need the neighbours: without them a
+    one-line error names the argument; with them (or the estimates) the statistics are set."""
+    from ptycho.config import ModelConfig, SimulationConfig
+    from ptycho.inputs import NEIGHBOUR_INPUTS, model_inputs
+    from ptycho.model import build_models
+    from ptycho.model_state import adapt_input_normalization
+    from ptycho.simulate import simulate_dataset
+
+    data = simulate_dataset(SimulationConfig(N=32, gridsize=1, object_size=96, buffer=12.0, n_positions=16,
+                                             nphotons=1e9, seed=0))
+    autoencoder, _ = build_models(ModelConfig(N=32, gridsize=1), data.probe, data.intensity_scale)
+    with pytest.raises(ValueError, match=r"^neighbours: this model's retrieval also takes each pattern's scan "
+                                         r"neighbours; give \['neighbour_diffraction', 'neighbour_positions'\]"):
+        adapt_input_normalization(autoencoder, data.X, positions=data.coords_relative)
+    inputs = model_inputs(data, data.intensity_scale, neighbours=3)
+    assert adapt_input_normalization(autoencoder, data.X, positions=data.coords_relative,
+                                     neighbours={k: inputs[k] for k in NEIGHBOUR_INPUTS})
