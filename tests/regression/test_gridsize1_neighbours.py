@@ -1,6 +1,5 @@
 """RETRIEVAL-NEIGHBOURS-001: at gridsize 1 a single pattern leaves the twin image undetermined; the pattern's
 scan neighbours, joining its retrieval, remove it (the gridsize-1 network alone: amplitude SSIM 0.78 -> 0.99)."""
-import keras
 import numpy as np
 import pytest
 
@@ -33,7 +32,6 @@ def test_scan_neighbours_bring_the_gridsize_1_estimate_to_the_truth(object_kind)
     from ptycho.config import ModelConfig, SimulationConfig
     from ptycho.simulate import simulate_dataset
 
-    keras.utils.set_random_seed(0)
     data = simulate_dataset(SimulationConfig(N=32, gridsize=1, object_size=96, buffer=12.0, n_positions=128,
                                              object_kind=object_kind, nphotons=1e9, seed=0))
     alone, with_neighbours = _estimate_error(data, 0), _estimate_error(data, ModelConfig().neighbours)
